@@ -1,0 +1,31 @@
+"""memdyn: memorization as two-time-scale, metastable dynamics of constant-step SGD.
+
+The public API is re-exported here; everything else is private.
+"""
+
+from .dynamics import BLOCK, DivergenceError, Simulation, fast_equilibrium, fast_ode, simulate, slow_ode
+from .landscapes import (
+    BilinearCoupling,
+    CriticalPoint,
+    DoubleWell,
+    DoubleWellND,
+    Landscape,
+    LeastSquares,
+    Modulated,
+    Quadratic,
+    S1,
+    TiltedWell,
+)
+from .noise import Gaussian, Minibatch, Noise, StateDependentGaussian, StudentT, s1_noise
+from .observers import FirstPassage, Moments, Occupation, Observer, Trace, intervals
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BLOCK", "DivergenceError", "Simulation", "simulate", "fast_ode", "fast_equilibrium", "slow_ode",
+    "Landscape", "CriticalPoint", "Quadratic", "DoubleWell", "DoubleWellND", "S1", "BilinearCoupling",
+    "TiltedWell", "Modulated", "LeastSquares",
+    "Noise", "Gaussian", "StateDependentGaussian", "StudentT", "Minibatch", "s1_noise",
+    "Observer", "Trace", "Moments", "Occupation", "FirstPassage", "intervals",
+    "__version__",
+]

@@ -1,0 +1,526 @@
+"""Stylized losses for constant-step SGD (MODEL.md §1).
+
+Every landscape evaluates a batch of chains at once: ``theta`` is a torch tensor of shape
+``(n_chains, dim)`` and :meth:`Landscape.value` / :meth:`Landscape.grad` return shapes
+``(n_chains,)`` and ``(n_chains, dim)`` in the dtype and on the device of ``theta``.
+Coordinates are ordered ``theta = (x, y)``: the first ``fast_dim`` are the strong ("fast")
+parameters x, the rest the weak ("slow") parameters y.
+
+Critical points are returned where they are known in closed form; numerical root finding is left
+to the caller so that a test against :meth:`Landscape.critical_points` is a test against exact
+values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import numpy as np
+import torch
+
+__all__ = [
+    "CriticalPoint",
+    "Landscape",
+    "Quadratic",
+    "DoubleWell",
+    "DoubleWellND",
+    "S1",
+    "BilinearCoupling",
+    "TiltedWell",
+    "Modulated",
+    "LeastSquares",
+]
+
+
+@dataclass(frozen=True)
+class CriticalPoint:
+    """A critical point of a landscape.
+
+    Attributes
+    ----------
+    location : ndarray, shape (dim,)
+    value : float
+        Loss at the point.
+    index : int
+        Morse index: number of negative Hessian eigenvalues (0 = minimum, 1 = saddle).
+    curvatures : ndarray
+        Hessian eigenvalues, ascending.
+    """
+
+    location: np.ndarray
+    value: float
+    index: int
+    curvatures: np.ndarray
+
+    @property
+    def kind(self) -> str:
+        return {0: "minimum", 1: "saddle"}.get(self.index, f"index-{self.index}")
+
+
+class Landscape:
+    """Base class: a differentiable loss F(theta) on R^dim evaluated for a batch of chains.
+
+    Subclasses implement :meth:`value` and :meth:`grad`; :meth:`hessian` and
+    :meth:`critical_points` where closed forms exist.
+    """
+
+    dim: int
+    fast_dim: int
+
+    def value(self, theta: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def grad(self, theta: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def grad_into(self, theta: torch.Tensor, out: torch.Tensor) -> None:
+        """Write grad F(theta) into ``out`` (the engine's hot path; override to avoid
+        temporaries)."""
+        out.copy_(self.grad(theta))
+
+    #: True when the Hessian is constant and :meth:`hessian` returns it exactly.
+    is_quadratic = False
+
+    def hessian(self, theta: np.ndarray) -> np.ndarray:
+        """Hessian at one point (float64 numpy), by central differences of :meth:`grad`
+        unless a subclass knows it exactly."""
+        theta = np.asarray(theta, dtype=np.float64)
+        h = 1e-5 * max(1.0, float(np.abs(theta).max()))
+        eye = np.eye(self.dim)
+        plus = self.grad(torch.as_tensor(theta + h * eye))
+        minus = self.grad(torch.as_tensor(theta - h * eye))
+        hess = ((plus - minus) / (2 * h)).numpy()
+        return 0.5 * (hess + hess.T)
+
+    def critical_points(self) -> list[CriticalPoint]:
+        """Critical points known in closed form, sorted by location along the first axis."""
+        raise NotImplementedError(f"{type(self).__name__} has no closed-form critical points")
+
+    def minima(self) -> list[CriticalPoint]:
+        return [c for c in self.critical_points() if c.index == 0]
+
+    def saddles(self) -> list[CriticalPoint]:
+        return [c for c in self.critical_points() if c.index == 1]
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _critical(self, location) -> CriticalPoint:
+        loc = np.atleast_1d(np.asarray(location, dtype=np.float64))
+        curv = np.linalg.eigvalsh(self.hessian(loc))
+        value = float(self.value(torch.as_tensor(loc[None, :])).item())
+        return CriticalPoint(loc, value, int(np.sum(curv < 0)), curv)
+
+    def _param(self, name: str, ref: torch.Tensor) -> torch.Tensor:
+        """The numpy parameter ``name`` as a tensor like ``ref``, cached per dtype/device."""
+        cache = self.__dict__.setdefault("_tensor_cache", {})
+        key = (name, ref.dtype, ref.device)
+        if key not in cache:
+            cache[key] = torch.as_tensor(getattr(self, name), dtype=ref.dtype, device=ref.device)
+        return cache[key]
+
+
+def _check_theta(theta: torch.Tensor, dim: int) -> None:
+    if theta.ndim != 2 or theta.shape[1] != dim:
+        raise ValueError(f"theta must have shape (n_chains, {dim}), got {tuple(theta.shape)}")
+
+
+class Quadratic(Landscape):
+    """F(theta) = 1/2 (theta - c)^T H (theta - c), H symmetric.
+
+    Parameters
+    ----------
+    hessian : array_like, shape (d, d)
+        Symmetric matrix H (need not be positive definite: the critical point is then a saddle).
+    center : array_like, shape (d,), optional
+        Critical point c (default 0).
+    fast_dim : int, optional
+        Number of leading "fast" coordinates (default all).
+    """
+
+    def __init__(self, hessian, center=None, fast_dim: int | None = None):
+        H = np.atleast_2d(np.asarray(hessian, dtype=np.float64))
+        if H.shape[0] != H.shape[1] or not np.allclose(H, H.T, atol=1e-12 * max(1, np.abs(H).max())):
+            raise ValueError(f"hessian must be a symmetric square matrix, got shape {H.shape}")
+        self.H = 0.5 * (H + H.T)
+        self.dim = H.shape[0]
+        self.center = np.zeros(self.dim) if center is None else np.asarray(center, dtype=np.float64)
+        if self.center.shape != (self.dim,):
+            raise ValueError(f"center must have shape ({self.dim},), got {self.center.shape}")
+        self.fast_dim = self.dim if fast_dim is None else int(fast_dim)
+
+    def value(self, theta):
+        _check_theta(theta, self.dim)
+        z = theta - self._param("center", theta)
+        return 0.5 * ((z @ self._param("H", theta)) * z).sum(dim=1)
+
+    is_quadratic = True
+
+    def grad(self, theta):
+        _check_theta(theta, self.dim)
+        return (theta - self._param("center", theta)) @ self._param("H", theta)
+
+    def grad_into(self, theta, out):
+        if np.any(self.center):
+            theta = theta - self._param("center", theta)
+        torch.mm(theta, self._param("H", theta), out=out)
+
+    def hessian(self, theta=None):
+        return self.H.copy()
+
+    def critical_points(self):
+        return [self._critical(self.center)]
+
+    @property
+    def curvatures(self) -> np.ndarray:
+        """Eigenvalues of H, ascending."""
+        return np.linalg.eigvalsh(self.H)
+
+
+class DoubleWell(Landscape):
+    """Asymmetric 1-D double well with exactly placed critical points.
+
+    F'(x) = k (x - l)(x - s)(x - r), l < s < r, so that
+
+        F(x) = k [x^4/4 - e1 x^3/3 + e2 x^2/2 - e3 x],
+        e1 = l + s + r, e2 = ls + lr + sr, e3 = lsr.
+
+    Minima at l and r, saddle (the barrier top) at s; the well is asymmetric unless
+    s = (l + r)/2. With the defaults l = -1, r = 1: F(r) - F(l) = 4ks/3 and the curvatures are
+    F''(l) = 2k(1 + s), F''(r) = 2k(1 - s), F''(s) = -k(1 - s^2).
+
+    Parameters
+    ----------
+    left, saddle, right : float
+        Critical points l < s < r.
+    scale : float
+        k > 0.
+    """
+
+    def __init__(self, left: float = -1.0, saddle: float = 0.0, right: float = 1.0, scale: float = 1.0):
+        if not left < saddle < right:
+            raise ValueError(f"need left < saddle < right, got {left}, {saddle}, {right}")
+        if scale <= 0:
+            raise ValueError(f"scale must be > 0, got {scale}")
+        self.left, self.saddle, self.right, self.scale = map(float, (left, saddle, right, scale))
+        self.dim = self.fast_dim = 1
+        l, s, r = self.left, self.saddle, self.right
+        self._e = (l + s + r, l * s + l * r + s * r, l * s * r)
+
+    def f(self, x):
+        """F(x) for an array of scalars (numpy or torch)."""
+        e1, e2, e3 = self._e
+        return self.scale * (((0.25 * x - e1 / 3) * x + 0.5 * e2) * x - e3) * x
+
+    def df(self, x):
+        """F'(x) for an array of scalars."""
+        e1, e2, e3 = self._e
+        return self.scale * (((x - e1) * x + e2) * x - e3)
+
+    def d2f(self, x):
+        """F''(x)."""
+        e1, e2, _ = self._e
+        return self.scale * ((3 * x - 2 * e1) * x + e2)
+
+    def value(self, theta):
+        _check_theta(theta, 1)
+        return self.f(theta[:, 0])
+
+    def grad(self, theta):
+        _check_theta(theta, 1)
+        return self.df(theta)
+
+    def grad_into(self, theta, out):
+        # Horner form of F'(x) = k (((x - e1) x + e2) x - e3), in place: no temporaries
+        e1, e2, e3 = self._e
+        torch.sub(theta, e1, out=out)
+        out.mul_(theta).add_(e2).mul_(theta).sub_(e3).mul_(self.scale)
+
+    def hessian(self, theta):
+        return np.array([[self.d2f(float(np.asarray(theta).ravel()[0]))]])
+
+    def critical_points(self):
+        return [self._critical([p]) for p in (self.left, self.saddle, self.right)]
+
+    @property
+    def delta_f(self) -> float:
+        """F(right) - F(left): positive when the right well is the shallower one."""
+        return float(self.f(self.right) - self.f(self.left))
+
+    def barrier(self, well: str) -> float:
+        """F(saddle) - F(well) for ``well`` in {"left", "right"}."""
+        if well not in ("left", "right"):
+            raise ValueError(f"well must be 'left' or 'right', got {well!r}")
+        return float(self.f(self.saddle) - self.f(getattr(self, well)))
+
+
+class DoubleWellND(Landscape):
+    """D-dimensional double well: a :class:`DoubleWell` along x_0 plus harmonic directions.
+
+    F(theta) = W(theta_0) + 1/2 sum_{j>=1} kappa_j theta_j^2; critical points at
+    (l, 0, ..., 0), (s, 0, ..., 0) and (r, 0, ..., 0).
+    """
+
+    def __init__(self, well: DoubleWell | None = None, curvatures=(1.0,)):
+        self.well = well if well is not None else DoubleWell()
+        self.kappa = np.asarray(curvatures, dtype=np.float64).ravel()
+        if np.any(self.kappa <= 0):
+            raise ValueError(f"curvatures must be > 0, got {self.kappa}")
+        self.dim = self.fast_dim = 1 + self.kappa.size
+
+    def value(self, theta):
+        _check_theta(theta, self.dim)
+        rest = theta[:, 1:]
+        return self.well.f(theta[:, 0]) + 0.5 * (rest * rest * self._param("kappa", theta)).sum(dim=1)
+
+    def grad(self, theta):
+        _check_theta(theta, self.dim)
+        g = theta * torch.cat([theta.new_zeros(1), self._param("kappa", theta)])
+        g[:, 0] = self.well.df(theta[:, 0])
+        return g
+
+    def hessian(self, theta):
+        return np.diag(np.concatenate([[self.well.d2f(float(np.asarray(theta).ravel()[0]))], self.kappa]))
+
+    def critical_points(self):
+        pad = np.zeros(self.kappa.size)
+        w = self.well
+        return [self._critical(np.concatenate([[p], pad])) for p in (w.left, w.saddle, w.right)]
+
+
+class BilinearCoupling(Landscape):
+    """Weak part of an S1 loss with many slow coordinates: F1(x, y) = 1/2 sum_j l_j y_j^2 + x^T K y.
+
+    Gradients cost O(p q) per chain (no q x q matrix), so q can be large. Hessian
+    [[0, K], [K^T, diag(l)]].
+
+    Parameters
+    ----------
+    slow_curvatures : array_like, shape (q,)
+        l_j > 0.
+    K : array_like, shape (p, q)
+        Coupling of the fast coordinates x (dimension p) to y.
+    """
+
+    is_quadratic = True
+
+    def __init__(self, slow_curvatures, K):
+        self.lam = np.asarray(slow_curvatures, dtype=np.float64).ravel()
+        self.K = np.atleast_2d(np.asarray(K, dtype=np.float64))
+        if self.K.shape[1] != self.lam.size:
+            raise ValueError(f"K must have shape (p, {self.lam.size}), got {self.K.shape}")
+        if np.any(self.lam <= 0):
+            raise ValueError("slow_curvatures must be > 0")
+        self.p = self.K.shape[0]
+        self.dim = self.p + self.lam.size
+        self.fast_dim = self.p
+        self.center = np.zeros(self.dim)
+
+    def value(self, theta):
+        _check_theta(theta, self.dim)
+        x, y = theta[:, : self.p], theta[:, self.p :]
+        return 0.5 * (y * y * self._param("lam", theta)).sum(1) + ((x @ self._param("K", theta)) * y).sum(1)
+
+    def grad(self, theta):
+        out = torch.empty_like(theta)
+        self.grad_into(theta, out)
+        return out
+
+    def grad_into(self, theta, out):
+        _check_theta(theta, self.dim)
+        x, y = theta[:, : self.p], theta[:, self.p :]
+        K = self._param("K", theta)
+        out[:, self.p :] = (x @ K).addcmul_(y, self._param("lam", theta))
+        out[:, : self.p] = y @ K.T
+
+    def hessian(self, theta=None):
+        h = np.zeros((self.dim, self.dim))
+        h[: self.p, self.p :] = self.K
+        h[self.p :, : self.p] = self.K.T
+        h[self.p :, self.p :] = np.diag(self.lam)
+        return h
+
+
+class S1(Landscape):
+    """Two-time-scale composition F(x, y) = F0(x) + eps F1(x, y)   (MODEL.md §1, S1).
+
+    Parameters
+    ----------
+    fast : Landscape
+        F0 on R^p (its dimension fixes p = ``fast_dim``).
+    coupling : Landscape
+        F1 on R^(p+q), evaluated at the concatenation (x, y).
+    eps : float
+        Strength of the weak dependence, 0 < eps; the y-gradient carries eps, so y moves on the
+        time scale 1/(a eps) steps.
+    """
+
+    def __init__(self, fast: Landscape, coupling: Landscape, eps: float):
+        if coupling.dim <= fast.dim:
+            raise ValueError("coupling must act on (x, y) with dim(y) >= 1")
+        if not eps > 0:
+            raise ValueError(f"eps must be > 0, got {eps}")
+        self.fast, self.coupling, self.eps = fast, coupling, float(eps)
+        self.dim = coupling.dim
+        self.fast_dim = fast.dim
+
+    def value(self, theta):
+        _check_theta(theta, self.dim)
+        return self.fast.value(theta[:, : self.fast_dim]) + self.eps * self.coupling.value(theta)
+
+    def grad(self, theta):
+        _check_theta(theta, self.dim)
+        g = self.coupling.grad(theta).mul_(self.eps)
+        g[:, : self.fast_dim] += self.fast.grad(theta[:, : self.fast_dim])
+        return g
+
+    def grad_into(self, theta, out):
+        _check_theta(theta, self.dim)
+        self.coupling.grad_into(theta, out)
+        out.mul_(self.eps)
+        out[:, : self.fast_dim] += self.fast.grad(theta[:, : self.fast_dim])
+
+    @property
+    def is_quadratic(self):
+        return self.fast.is_quadratic and self.coupling.is_quadratic
+
+    def hessian(self, theta):
+        theta = np.asarray(theta, dtype=np.float64)
+        h = self.eps * self.coupling.hessian(theta)
+        p = self.fast_dim
+        h[:p, :p] += self.fast.hessian(theta[:p])
+        return h
+
+    def as_quadratic(self) -> Quadratic:
+        """The equivalent :class:`Quadratic` when both parts are quadratic."""
+        if not self.is_quadratic:
+            raise NotImplementedError("S1 is a quadratic only when fast and coupling parts are")
+        H = self.hessian(np.zeros(self.dim))
+        # grad = H theta - (H0 c0 (padded) + eps H1 c1)
+        b = self.eps * self.coupling.H @ self.coupling.center
+        b[: self.fast_dim] += self.fast.H @ self.fast.center
+        return Quadratic(H, np.linalg.solve(H, b), fast_dim=self.fast_dim)
+
+    def critical_points(self):
+        return self.as_quadratic().critical_points()
+
+    @classmethod
+    def quadratic(cls, fast_curvature: float, slow_curvature: float, coupling: float, eps: float) -> "S1":
+        """The 1+1 dimensional S1 quadratic F = lx x^2/2 + eps (ly y^2/2 + k x y).
+
+        Hessian [[lx, eps k], [eps k, eps ly]]; the fast equilibrium is lambda(y) = -eps k y / lx
+        and the origin is a minimum iff lx * ly > eps * k^2 (checked).
+        """
+        lx, ly, k = float(fast_curvature), float(slow_curvature), float(coupling)
+        if lx <= 0 or ly <= 0:
+            raise ValueError(f"curvatures must be > 0, got fast={lx}, slow={ly}")
+        if lx * ly <= eps * k * k:
+            raise ValueError(f"S1 quadratic not positive definite: need lx*ly > eps*k^2, got {lx}*{ly} <= {eps}*{k}^2")
+        return cls(Quadratic([[lx]]), Quadratic([[0.0, k], [k, ly]]), eps)
+
+
+class TiltedWell:
+    """A family of fast landscapes F0(x; c) = W(x) + c x, with W a :class:`DoubleWell`.
+
+    The control c tilts the well; for |c| large enough one minimum disappears (a fold), which is
+    where the fast variable jumps in the modulated model.
+    """
+
+    dim = 1
+    n_controls = 1
+
+    def __init__(self, well: DoubleWell | None = None):
+        self.well = well if well is not None else DoubleWell()
+
+    def value(self, x, c):
+        return self.well.f(x[:, 0]) + c[:, 0] * x[:, 0]
+
+    def grad_x(self, x, c):
+        return self.well.df(x) + c
+
+    def grad_c(self, x, c):
+        return x.clone()
+
+    def equilibria(self, c: float) -> list[tuple[float, int]]:
+        """Real critical points of F0(.; c): roots of k(x-l)(x-s)(x-r) + c, with Morse index."""
+        w = self.well
+        e1, e2, e3 = w._e
+        roots = np.roots([w.scale, -w.scale * e1, w.scale * e2, -w.scale * e3 + c])
+        real = np.sort(roots[np.abs(roots.imag) < 1e-9].real)
+        return [(float(x), int(w.d2f(x) < 0)) for x in real]
+
+
+class Modulated(Landscape):
+    """Modulated two-time-scale loss F(x, y) = F0(x; c(y)) + eps F1(y), c(y) = eps A^T y.
+
+    A modelling **choice** (MODEL.md §1): the slow variable moves a control parameter of the fast
+    landscape, which creates and destroys fast equilibria along the slow path.
+
+    Parameters
+    ----------
+    family : TiltedWell or any object with ``dim``, ``n_controls``, ``value(x, c)``,
+        ``grad_x(x, c)``, ``grad_c(x, c)``
+    slow : Landscape
+        F1 on R^q.
+    A : array_like, shape (q, n_controls)
+    eps : float
+    """
+
+    def __init__(self, family, slow: Landscape, A, eps: float):
+        self.family, self.slow, self.eps = family, slow, float(eps)
+        self.A = np.atleast_2d(np.asarray(A, dtype=np.float64))
+        if self.A.shape != (slow.dim, family.n_controls):
+            raise ValueError(f"A must have shape ({slow.dim}, {family.n_controls}), got {self.A.shape}")
+        self.fast_dim = family.dim
+        self.dim = family.dim + slow.dim
+
+    def control(self, y: torch.Tensor) -> torch.Tensor:
+        return self.eps * (y @ self._param("A", y))
+
+    def value(self, theta):
+        _check_theta(theta, self.dim)
+        x, y = theta[:, : self.fast_dim], theta[:, self.fast_dim :]
+        return self.family.value(x, self.control(y)) + self.eps * self.slow.value(y)
+
+    def grad(self, theta):
+        _check_theta(theta, self.dim)
+        x, y = theta[:, : self.fast_dim], theta[:, self.fast_dim :]
+        c = self.control(y)
+        gy = self.eps * (self.family.grad_c(x, c) @ self._param("A", y).T + self.slow.grad(y))
+        return torch.cat([self.family.grad_x(x, c), gy], dim=1)
+
+
+class LeastSquares(Landscape):
+    """Finite-sum least squares: F(theta) = (1/n) sum_i 1/2 (u_i . theta - v_i)^2.
+
+    Its per-sample gradients feed :class:`memdyn.noise.Minibatch`.
+    Its gradient noise is multiplicative (it vanishes at an interpolating solution).
+    """
+
+    def __init__(self, U, v):
+        self.U = np.atleast_2d(np.asarray(U, dtype=np.float64))
+        self.v = np.asarray(v, dtype=np.float64).ravel()
+        if self.U.shape[0] != self.v.size or self.U.shape[0] < 1:
+            raise ValueError(f"U (n, d) and v (n,) must agree and be non-empty, got {self.U.shape}, {self.v.shape}")
+        self.n_samples, self.dim = self.U.shape
+        H = self.U.T @ self.U / self.n_samples
+        center = np.linalg.lstsq(self.U, self.v, rcond=None)[0]
+        self._quadratic = Quadratic(H, center)
+        self._offset = 0.5 * float(np.mean((self.U @ center - self.v) ** 2))
+        self.fast_dim = self.dim
+
+    def value(self, theta):
+        return self._quadratic.value(theta) + self._offset
+
+    def grad(self, theta):
+        return self._quadratic.grad(theta)
+
+    def hessian(self, theta=None):
+        return self._quadratic.H.copy()
+
+    def critical_points(self):
+        return self._quadratic.critical_points()
+
+    def per_sample_grad(self, theta: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Gradients of the samples ``idx`` (n, b) at ``theta`` (n, d): shape (n, b, d)."""
+        U = torch.as_tensor(self.U, dtype=theta.dtype, device=theta.device)[idx]
+        v = torch.as_tensor(self.v, dtype=theta.dtype, device=theta.device)[idx]
+        resid = torch.einsum("nbd,nd->nb", U, theta) - v
+        return U * resid[..., None]

@@ -1,0 +1,207 @@
+"""Gradient-noise models xi for constant-step SGD, theta <- theta - a (grad F(theta) + xi).
+
+A noise model splits sampling in two so that the engine can pre-draw randomness in tiles from a
+per-block generator (which makes every chain's stream independent of chunking):
+
+* :meth:`Noise.draw` fills a preallocated tensor of raw randomness of shape ``(T, B, k)`` for
+  T steps of B chains, in place (``k = width(dim)``, dtype ``raw_dtype``);
+* :meth:`Noise.apply` turns one step's raw draws ``(n, k)`` into xi of shape ``(n, dim)``, given
+  the current state and the exact gradient; :meth:`Noise.add_to` adds it to the gradient in
+  place (the engine's hot path; subclasses override it to avoid temporaries).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+__all__ = ["Noise", "Gaussian", "StateDependentGaussian", "StudentT", "Minibatch", "s1_noise"]
+
+
+class Noise:
+    """Base class of gradient-noise models."""
+
+    #: dtype of the raw draws (None: the simulation dtype)
+    raw_dtype = None
+
+    def width(self, dim: int) -> int:
+        """Number of raw values drawn per chain and step."""
+        return dim
+
+    def draw(self, gen: torch.Generator, out: torch.Tensor) -> None:
+        """Fill ``out`` (T, B, width) with raw randomness from ``gen`` (standard normals)."""
+        out.normal_(generator=gen)
+
+    def apply(self, raw: torch.Tensor, theta: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def add_to(self, grad: torch.Tensor, raw: torch.Tensor, theta: torch.Tensor) -> None:
+        """grad += xi, in place."""
+        grad.add_(self.apply(raw, theta, grad))
+
+    def covariance(self, theta: np.ndarray) -> np.ndarray:
+        """Noise covariance C(theta) at one point (float64), where known."""
+        raise NotImplementedError(f"{type(self).__name__} has no closed-form covariance")
+
+
+def _scales(scales) -> np.ndarray | None:
+    if scales is None:
+        return None
+    s = np.asarray(scales, dtype=np.float64).ravel()
+    if np.any(s < 0) or not np.all(np.isfinite(s)):
+        raise ValueError(f"scales must be finite and >= 0, got {s}")
+    return s
+
+
+class Gaussian(Noise):
+    """xi = sigma * D z, z ~ N(0, I), D = diag(scales) (identity by default).
+
+    Parameters
+    ----------
+    sigma : float
+        Noise scale (>= 0). Covariance sigma^2 D^2.
+    scales : array_like, optional
+        Per-coordinate factors; for the S1 system pass ``(1,...,1, eps,...,eps)`` so that the
+        y-noise carries eps like the y-gradient (see :func:`s1_noise`).
+    """
+
+    def __init__(self, sigma: float = 1.0, scales=None):
+        if not sigma >= 0:
+            raise ValueError(f"sigma must be >= 0, got {sigma}")
+        self.sigma = float(sigma)
+        self.scales = _scales(scales)
+
+    def apply(self, raw, theta, grad):
+        xi = raw * self.sigma
+        if self.scales is not None:
+            xi *= torch.as_tensor(self.scales, dtype=raw.dtype, device=raw.device)
+        return xi
+
+    def add_to(self, grad, raw, theta):
+        if self.scales is None:
+            grad.add_(raw, alpha=self.sigma)
+        else:
+            s = torch.as_tensor(self.sigma * self.scales, dtype=raw.dtype, device=raw.device)
+            grad.addcmul_(raw, s)
+
+    def covariance(self, theta=None):
+        d = self.scales if self.scales is not None else np.ones(np.size(theta) if theta is not None else 1)
+        return np.diag(self.sigma**2 * d**2)
+
+
+class StateDependentGaussian(Noise):
+    """Gaussian noise with state-dependent covariance C(theta) = R(theta) R(theta)^T.
+
+    Parameters
+    ----------
+    sqrt_cov : callable
+        ``sqrt_cov(theta)`` for ``theta`` of shape (n, d) returns R as shape (n,) (isotropic
+        sigma(theta)), (n, d) (diagonal) or (n, d, d) (full).
+    """
+
+    def __init__(self, sqrt_cov: Callable[[torch.Tensor], torch.Tensor]):
+        if not callable(sqrt_cov):
+            raise TypeError("sqrt_cov must be callable")
+        self.sqrt_cov = sqrt_cov
+
+    def apply(self, raw, theta, grad):
+        r = self.sqrt_cov(theta)
+        if r.ndim == 1:
+            return raw * r[:, None]
+        if r.ndim == 2:
+            return raw * r
+        return torch.einsum("nij,nj->ni", r, raw)
+
+    def covariance(self, theta):
+        r = self.sqrt_cov(torch.as_tensor(np.asarray(theta, dtype=np.float64)[None, :]))[0].numpy()
+        d = np.size(theta)
+        if r.ndim == 0:
+            return np.eye(d) * float(r) ** 2
+        if r.ndim == 1:
+            return np.diag(r**2)
+        return r @ r.T
+
+
+class StudentT(Noise):
+    """Heavy-tailed noise: independent Student-t coordinates with ``dof`` degrees of freedom.
+
+    xi_j = sigma * s_j * z_j / sqrt(V_j / dof) * c, z ~ N(0,1), V ~ chi^2(dof), with
+    c = sqrt((dof - 2)/dof) for dof > 2 so that Var xi_j = sigma^2 s_j^2 (c = 1 otherwise: the
+    variance is infinite and sigma is a scale).
+    """
+
+    def __init__(self, sigma: float = 1.0, dof: float = 3.0, scales=None):
+        if not sigma >= 0:
+            raise ValueError(f"sigma must be >= 0, got {sigma}")
+        if not dof > 0:
+            raise ValueError(f"dof must be > 0, got {dof}")
+        self.sigma, self.dof = float(sigma), float(dof)
+        self.scales = _scales(scales)
+        self._c = np.sqrt((self.dof - 2) / self.dof) if self.dof > 2 else 1.0
+
+    def width(self, dim):
+        return 2 * dim
+
+    def draw(self, gen, out):
+        d = out.shape[2] // 2
+        out[:, :, :d].normal_(generator=gen)
+        alpha = torch.full(out[:, :, d:].shape, self.dof / 2, dtype=out.dtype, device=out.device)
+        out[:, :, d:] = 2 * torch._standard_gamma(alpha, generator=gen)
+
+    def apply(self, raw, theta, grad):
+        d = raw.shape[1] // 2
+        xi = raw[:, :d] * torch.rsqrt(raw[:, d:] / self.dof) * (self.sigma * self._c)
+        if self.scales is not None:
+            xi *= torch.as_tensor(self.scales, dtype=raw.dtype, device=raw.device)
+        return xi
+
+    def covariance(self, theta=None):
+        if self.dof <= 2:
+            raise ValueError(f"Student-t noise with dof={self.dof} <= 2 has infinite variance")
+        d = self.scales if self.scales is not None else np.ones(np.size(theta) if theta is not None else 1)
+        return np.diag(self.sigma**2 * d**2)
+
+
+class Minibatch(Noise):
+    """Finite-sum minibatch noise: xi = mean_{i in batch} grad l_i(theta) - grad F(theta).
+
+    Parameters
+    ----------
+    problem : object with ``n_samples`` and ``per_sample_grad(theta, idx)``
+        e.g. :class:`memdyn.landscapes.LeastSquares`; the mean of its per-sample gradients must equal the gradient
+        of the landscape the engine runs on.
+    batch : int
+        Minibatch size b, 1 <= b <= n.
+    replace : bool
+        Sample with replacement (i.i.d. indices) or without (a uniform b-subset per step).
+    """
+
+    def __init__(self, problem, batch: int, replace: bool = True):
+        n = int(problem.n_samples)
+        if not 1 <= batch <= n:
+            raise ValueError(f"batch must be in [1, {n}], got {batch}")
+        self.problem, self.batch, self.replace, self.n = problem, int(batch), bool(replace), n
+
+    def width(self, dim):
+        return self.batch if self.replace else self.n
+
+    @property
+    def raw_dtype(self):
+        return torch.int64 if self.replace else None
+
+    def draw(self, gen, out):
+        if self.replace:
+            out.random_(0, self.n, generator=gen)
+        else:
+            out.uniform_(generator=gen)
+
+    def apply(self, raw, theta, grad):
+        idx = raw if self.replace else raw.topk(self.batch, dim=1).indices
+        return self.problem.per_sample_grad(theta, idx).mean(dim=1) - grad
+
+
+def s1_noise(sigma: float, fast_dim: int, dim: int, eps: float) -> Gaussian:
+    """Isotropic gradient noise of an S1 loss: scale 1 on x and eps on y (MODEL.md §2)."""
+    return Gaussian(sigma, np.concatenate([np.ones(fast_dim), np.full(dim - fast_dim, eps)]))

@@ -1,0 +1,294 @@
+"""Observers: reductions of a running simulation computed on the fly.
+
+An observer keeps per-chain state for each chunk of chains (so memory is O(chains), not
+O(chains x steps), unless a trace is asked for) and merges chunks in chain order at the end, so
+its result does not depend on how chains were chunked.
+
+Steps are counted in iterations: k = 0 is the initial state, k = n_steps the last.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+__all__ = [
+    "Observer",
+    "Trace",
+    "Moments",
+    "Occupation",
+    "FirstPassage",
+    "TraceResult",
+    "MomentsResult",
+    "OccupationResult",
+    "FirstPassageResult",
+    "intervals",
+]
+
+
+class Observer:
+    """Base class. ``name`` keys the result in :attr:`memdyn.dynamics.Simulation.observed`."""
+
+    name: str = "observer"
+
+    def start(self, offset: int, n: int, dim: int, dtype, device):
+        """Per-chunk state for chains ``offset .. offset + n - 1``."""
+        raise NotImplementedError
+
+    def update(self, state, k: int, theta: torch.Tensor) -> None:
+        """Called with the iterate after step k (k = 0: initial state)."""
+        raise NotImplementedError
+
+    def finish(self, states: list):
+        """Merge per-chunk states (in chain order) into the result."""
+        raise NotImplementedError
+
+
+def _due(k: int, start: int, every: int) -> bool:
+    return k >= start and (k - start) % every == 0
+
+
+def _coords(coords, dim: int) -> np.ndarray:
+    c = np.arange(dim) if coords is None else np.atleast_1d(np.asarray(coords, dtype=np.int64))
+    if c.size == 0 or c.min() < 0 or c.max() >= dim:
+        raise ValueError(f"coords must index 0..{dim - 1}, got {c.tolist()}")
+    return c
+
+
+@dataclass
+class TraceResult:
+    """Subsampled trajectories: ``values[t, i, j]`` is coordinate ``coords[j]`` of chain
+    ``chains[i]`` after step ``steps[t]``."""
+
+    steps: np.ndarray
+    chains: np.ndarray
+    coords: np.ndarray
+    values: np.ndarray
+
+
+class Trace(Observer):
+    """Record every ``every``-th iterate of the selected chains and coordinates.
+
+    Parameters
+    ----------
+    every : int
+        Save steps 0, every, 2 every, ...
+    chains : sequence of int, optional
+        Global chain indices to keep (default all).
+    coords : sequence of int, optional
+        Coordinates to keep (default all).
+    """
+
+    name = "trace"
+
+    def __init__(self, every: int = 1, chains: Sequence[int] | None = None, coords=None, name: str | None = None):
+        if every < 1:
+            raise ValueError(f"every must be >= 1, got {every}")
+        self.every, self.chains, self.coords = int(every), chains, coords
+        self.name = name or self.name
+
+    def start(self, offset, n, dim, dtype, device):
+        coords = _coords(self.coords, dim)
+        if self.chains is None:
+            local = np.arange(n)
+        else:
+            g = np.asarray(self.chains, dtype=np.int64)
+            local = g[(g >= offset) & (g < offset + n)] - offset
+        return {
+            "global": local + offset,
+            "coords": coords,
+            "idx": torch.as_tensor(local, device=device),
+            "cidx": torch.as_tensor(coords, device=device),
+            "rows": [],
+            "steps": [],
+        }
+
+    def update(self, state, k, theta):
+        if k % self.every == 0:
+            state["steps"].append(k)
+            state["rows"].append(theta.index_select(0, state["idx"]).index_select(1, state["cidx"]).cpu())
+
+    def finish(self, states):
+        steps = np.asarray(states[0]["steps"], dtype=np.int64)
+        blocks = [torch.stack(s["rows"]).numpy() for s in states if len(s["global"])]
+        values = np.concatenate(blocks, axis=1) if blocks else np.empty((steps.size, 0, len(states[0]["coords"])))
+        chains = np.concatenate([s["global"] for s in states])
+        return TraceResult(steps, chains, states[0]["coords"], values)
+
+
+@dataclass
+class MomentsResult:
+    """Per-chain time averages of theta and theta theta^T over ``count`` saved iterates."""
+
+    count: int
+    coords: np.ndarray
+    chain_mean: np.ndarray
+    chain_second: np.ndarray
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self.chain_mean.mean(axis=0)
+
+    @property
+    def cov(self) -> np.ndarray:
+        """Covariance pooled over chains and time."""
+        m = self.mean
+        return self.chain_second.mean(axis=0) - np.outer(m, m)
+
+
+class Moments(Observer):
+    """Running first and second moments per chain (float64 accumulators).
+
+    Parameters
+    ----------
+    start : int
+        First step included (burn-in before it).
+    every : int
+        Thinning.
+    coords : sequence of int, optional
+    center : array_like, optional
+        Subtracted before accumulating (reduces cancellation; default 0).
+    """
+
+    name = "moments"
+
+    def __init__(self, start: int = 0, every: int = 1, coords=None, center=None, name: str | None = None):
+        if start < 0 or every < 1:
+            raise ValueError(f"need start >= 0 and every >= 1, got {start}, {every}")
+        self.start_step, self.every, self.coords, self.center = int(start), int(every), coords, center
+        self.name = name or self.name
+
+    def start(self, offset, n, dim, dtype, device):
+        coords = _coords(self.coords, dim)
+        c = len(coords)
+        center = np.zeros(c) if self.center is None else np.asarray(self.center, dtype=np.float64)
+        return {
+            "coords": coords,
+            "cidx": torch.as_tensor(coords, device=device),
+            "center": torch.as_tensor(center, dtype=torch.float64, device=device),
+            "s1": torch.zeros((n, c), dtype=torch.float64, device=device),
+            "s2": torch.zeros((n, c, c), dtype=torch.float64, device=device),
+            "count": 0,
+        }
+
+    def update(self, state, k, theta):
+        if _due(k, self.start_step, self.every):
+            z = theta.index_select(1, state["cidx"]).to(torch.float64) - state["center"]
+            state["s1"] += z
+            state["s2"] += z[:, :, None] * z[:, None, :]
+            state["count"] += 1
+
+    def finish(self, states):
+        count = states[0]["count"]
+        if count == 0:
+            raise ValueError(f"{self.name}: no iterate was at or after step {self.start_step}")
+        center = states[0]["center"].cpu().numpy()
+        s1 = np.concatenate([s["s1"].cpu().numpy() for s in states]) / count
+        s2 = np.concatenate([s["s2"].cpu().numpy() for s in states]) / count
+        mean = s1 + center
+        second = s2 + center[None, :, None] * s1[:, None, :] + s1[:, :, None] * center[None, None, :]
+        second += np.outer(center, center)[None]
+        return MomentsResult(count, states[0]["coords"], mean, second)
+
+
+@dataclass
+class OccupationResult:
+    """``counts[i, r]``: number of saved iterates chain i spent in region r."""
+
+    counts: np.ndarray
+    total: int
+
+    @property
+    def fractions(self) -> np.ndarray:
+        """Per-chain fraction of saved iterates in each region, shape (chains, regions)."""
+        return self.counts / max(self.total, 1)
+
+
+def intervals(edges, coord: int = 0) -> Callable[[torch.Tensor], torch.Tensor]:
+    """State assignment by intervals of one coordinate: label r for edges[r] <= theta_coord <
+    edges[r+1], -1 outside. Use +-inf edges for unbounded regions."""
+    e = np.asarray(edges, dtype=np.float64)
+    if e.ndim != 1 or e.size < 2 or np.any(np.diff(e) <= 0):
+        raise ValueError(f"edges must be increasing with at least 2 entries, got {e.tolist()}")
+
+    def assign(theta: torch.Tensor) -> torch.Tensor:
+        et = torch.as_tensor(e, dtype=theta.dtype, device=theta.device)
+        lab = torch.bucketize(theta[:, coord].contiguous(), et, right=True) - 1
+        return torch.where((lab < 0) | (lab >= e.size - 1), torch.full_like(lab, -1), lab)
+
+    return assign
+
+
+class Occupation(Observer):
+    """Count the iterates each chain spends in each region.
+
+    Parameters
+    ----------
+    assign : callable
+        ``assign(theta)`` -> integer labels in ``[0, n_states)`` (or -1: no region), shape (n,).
+    n_states : int
+    start, every : int
+        Burn-in and thinning.
+    """
+
+    name = "occupation"
+
+    def __init__(self, assign, n_states: int, start: int = 0, every: int = 1, name: str | None = None):
+        if n_states < 1:
+            raise ValueError(f"n_states must be >= 1, got {n_states}")
+        self.assign, self.n_states, self.start_step, self.every = assign, int(n_states), int(start), int(every)
+        self.name = name or self.name
+
+    def start(self, offset, n, dim, dtype, device):
+        r = self.n_states + 1
+        return {"counts": torch.zeros(n * r, dtype=torch.int64, device=device),
+                "base": torch.arange(n, device=device) * r, "total": 0}
+
+    def update(self, state, k, theta):
+        if _due(k, self.start_step, self.every):
+            lab = self.assign(theta).long()
+            lab = torch.where(lab < 0, torch.full_like(lab, self.n_states), lab)
+            state["counts"].index_add_(0, state["base"] + lab, torch.ones_like(lab))
+            state["total"] += 1
+
+    def finish(self, states):
+        r = self.n_states + 1
+        counts = np.concatenate([s["counts"].cpu().numpy().reshape(-1, r) for s in states])
+        return OccupationResult(counts[:, : self.n_states], states[0]["total"])
+
+
+@dataclass
+class FirstPassageResult:
+    """First step at which each chain was in the target; ``hit`` False means censored at
+    ``horizon`` (times is -1 there)."""
+
+    times: np.ndarray
+    hit: np.ndarray
+    horizon: int
+
+
+class FirstPassage(Observer):
+    """First-passage step into a target set ``target(theta) -> bool (n,)``, from step ``start``."""
+
+    name = "first_passage"
+
+    def __init__(self, target, start: int = 0, name: str | None = None):
+        self.target, self.start_step = target, int(start)
+        self.name = name or self.name
+
+    def start(self, offset, n, dim, dtype, device):
+        return {"times": torch.full((n,), -1, dtype=torch.int64, device=device), "last": 0}
+
+    def update(self, state, k, theta):
+        state["last"] = k
+        if k >= self.start_step:
+            t = state["times"]
+            new = self.target(theta) & (t < 0)
+            t[new] = k
+
+    def finish(self, states):
+        times = np.concatenate([s["times"].cpu().numpy() for s in states])
+        return FirstPassageResult(times, times >= 0, states[0]["last"])
