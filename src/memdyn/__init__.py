@@ -3,7 +3,7 @@
 The public API is re-exported here; everything else is private.
 """
 
-from .dynamics import BLOCK, DivergenceError, Simulation, fast_equilibrium, fast_ode, simulate, slow_ode
+from .dynamics import BLOCK, DivergenceError, Simulation, fast_equilibrium, fast_ode, simulate, slow_ode, stationary_1d
 from .landscapes import (
     BilinearCoupling,
     CriticalPoint,
@@ -22,7 +22,7 @@ from .observers import FirstPassage, Moments, Occupation, Observer, Trace, inter
 __version__ = "0.1.0"
 
 __all__ = [
-    "BLOCK", "DivergenceError", "Simulation", "simulate", "fast_ode", "fast_equilibrium", "slow_ode",
+    "BLOCK", "DivergenceError", "Simulation", "simulate", "fast_ode", "fast_equilibrium", "slow_ode", "stationary_1d",
     "Landscape", "CriticalPoint", "Quadratic", "DoubleWell", "DoubleWellND", "S1", "BilinearCoupling",
     "TiltedWell", "Modulated", "LeastSquares",
     "Noise", "Gaussian", "StateDependentGaussian", "StudentT", "Minibatch", "s1_noise",

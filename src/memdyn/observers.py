@@ -80,14 +80,17 @@ class Trace(Observer):
         Global chain indices to keep (default all).
     coords : sequence of int, optional
         Coordinates to keep (default all).
+    until : int, optional
+        Last step recorded (default: all).
     """
 
     name = "trace"
 
-    def __init__(self, every: int = 1, chains: Sequence[int] | None = None, coords=None, name: str | None = None):
+    def __init__(self, every: int = 1, chains: Sequence[int] | None = None, coords=None, until: int | None = None,
+                 name: str | None = None):
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}")
-        self.every, self.chains, self.coords = int(every), chains, coords
+        self.every, self.chains, self.coords, self.until = int(every), chains, coords, until
         self.name = name or self.name
 
     def start(self, offset, n, dim, dtype, device):
@@ -107,7 +110,7 @@ class Trace(Observer):
         }
 
     def update(self, state, k, theta):
-        if k % self.every == 0:
+        if k % self.every == 0 and (self.until is None or k <= self.until):
             state["steps"].append(k)
             state["rows"].append(theta.index_select(0, state["idx"]).index_select(1, state["cidx"]).cpu())
 

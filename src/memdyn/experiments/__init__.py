@@ -1,0 +1,10 @@
+"""The experiment catalogue of MODEL.md: one module per experiment id, registered here."""
+
+from .base import ConfigError, Context, Experiment, Outcome
+from .gibbs import Gibbs
+from .timescales import Timescales
+
+#: every registered experiment, in the order of the default suite
+EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (Timescales(), Gibbs())}
+
+__all__ = ["EXPERIMENTS", "ConfigError", "Context", "Experiment", "Outcome"]

@@ -1,0 +1,127 @@
+"""What an experiment is: a validated config, a run that returns claims, tables and figures."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from ..claims import Claim
+from ..store import RunStore
+
+__all__ = ["ConfigError", "ExperimentConfig", "Experiment", "Outcome", "Figure", "Context", "parse_value"]
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the key and what is allowed."""
+
+
+class ExperimentConfig(BaseModel):
+    """Base of experiment configs: unknown keys are errors, values are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=True)
+
+
+@dataclass
+class Figure:
+    name: str
+    fig: Any
+    caption: str
+
+
+@dataclass
+class Outcome:
+    """What an experiment returns."""
+
+    claims: list[Claim]
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    figures: list[Figure] = field(default_factory=list)
+    summary: dict = field(default_factory=dict)
+
+
+@dataclass
+class Context:
+    """Where an experiment runs: its store, its seed and its cached cells."""
+
+    store: RunStore
+    experiment: str
+    seed: int
+    progress: bool = False
+
+    def seed_for(self, *key) -> int:
+        """A 63-bit seed derived from the run seed, the experiment and ``key`` (stable across
+        Python versions and processes)."""
+        text = json.dumps([self.seed, self.experiment, *key], sort_keys=True)
+        return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
+
+    def cell(self, key: str, compute) -> dict:
+        """Cached intermediate result (see :meth:`memdyn.store.RunStore.cell`)."""
+        safe = "".join(c if c.isalnum() or c in "-_.=" else "_" for c in key)
+        return self.store.cell(f"{self.experiment}/cells/{safe}.npz", compute)
+
+
+def parse_value(text: str):
+    """A --set value: JSON when it parses (numbers, lists, booleans), a comma list of numbers,
+    else the plain string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    if "," in text:
+        return [parse_value(t.strip()) for t in text.split(",") if t.strip()]
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    return text
+
+
+class Experiment:
+    """Base class. Subclasses set ``name``, ``summary``, ``Config`` and ``quick`` and implement
+    :meth:`run`."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    Config: ClassVar[type[ExperimentConfig]]
+    quick: ClassVar[dict] = {}
+
+    def keys(self) -> list[str]:
+        return list(self.Config.model_fields)
+
+    def resolve(self, quick: bool = False, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+        """Defaults, then the quick preset, then ``overrides``; validated."""
+        values = dict(self.quick) if quick else {}
+        overrides = overrides or {}
+        unknown = sorted(set(overrides) - set(self.keys()))
+        if unknown:
+            raise ConfigError(f"unknown key {unknown[0]!r} for {self.name}; valid keys: {', '.join(self.keys())}")
+        values.update(overrides)
+        try:
+            cfg = self.Config(**values)
+        except ValidationError as e:
+            err = e.errors()[0]
+            key = ".".join(str(p) for p in err["loc"]) or "config"
+            top = str(err["loc"][0]) if err["loc"] else key
+            given = overrides.get(top, values.get(top))
+            raise ConfigError(f"invalid value for {self.name}.{key}={json.dumps(given)}: {err['msg']}") from None
+        self.check(cfg)
+        return cfg
+
+    def check(self, cfg) -> None:
+        """Cross-field validation; raise :class:`ConfigError`."""
+
+    def describe(self) -> list[dict]:
+        """Every key with its type, default, quick default and meaning."""
+        rows = []
+        for key, f in self.Config.model_fields.items():
+            ann = f.annotation
+            tname = getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
+            rows.append({"key": key, "type": tname, "default": f.default, "quick": self.quick.get(key, f.default),
+                         "meaning": f.description or ""})
+        return rows
+
+    def run(self, cfg, ctx: Context) -> Outcome:
+        raise NotImplementedError
