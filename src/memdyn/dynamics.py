@@ -395,7 +395,7 @@ def stationary_1d(landscape: Landscape, sigma: float, step: float, lo: float, hi
     cdf = ndtr((edges[None, :] - mean[:, None]) / (step * sigma))
     P = np.diff(cdf, axis=1)
     P /= P.sum(axis=1, keepdims=True)
-    vals, vecs = eigs(P.T, k=2, which="LM", tol=1e-12)
+    vals, vecs = eigs(P.T, k=2, which="LM", tol=1e-12, v0=np.full(n, 1.0 / n))  # fixed start: deterministic
     order = np.argsort(-np.abs(vals))
     pi = np.abs(np.real(vecs[:, order[0]]))
     pi /= pi.sum()

@@ -86,9 +86,14 @@ class Timescales(Experiment):
         H = R @ np.diag(lam) @ R.T
         M = np.eye(d) - a * H
         S = solve_discrete_lyapunov(M, a * a * sigma**2 * np.eye(d))
-        tau = _relaxation(1 - a * lam)
-        burn = int(math.ceil(BURN_IN * tau.max()))
-        n_steps = burn + int(math.ceil(cfg.relax * tau.max()))
+        mu = 1 - a * lam
+        tau = _relaxation(mu)
+        stable = np.abs(mu) < 1
+        t_max = float(tau[stable].max()) if stable.any() else 1.0
+        burn = int(math.ceil(BURN_IN * t_max))
+        n_steps = max(200, burn + int(math.ceil(cfg.relax * t_max)))
+        if not stable.all():  # long enough for an unstable mode to reach the divergence bound
+            n_steps = max(n_steps, min(10**6, int(math.ceil(30 / max(np.log(np.abs(mu).max()), 1e-12)))))
 
         def cov_cell():
             sim = simulate(Quadratic(H), Gaussian(sigma), a, n_steps, cfg.chains, init=np.zeros(d),
@@ -106,7 +111,7 @@ class Timescales(Experiment):
             claims.append(claim(f"stationary variance, curvature {lam[i]:g} (a*lambda={a * lam[i]:.3g})", lyap, m, se,
                                 detail="discrete Lyapunov a*sigma^2/(lambda(2-a*lambda)); SDE value in table"))
             rows.append({"curvature": lam[i], "a_lambda": a * lam[i], "measured": m, "se": se,
-                         "lyapunov": lyap, "sde": sde, "relaxation_steps": tau[i]})
+                         "lyapunov": lyap, "sde": sde, "relaxation_steps": float(tau[i])})
         cov_table = pd.DataFrame(rows)
         tables["covariance"] = cov_table
 
@@ -179,8 +184,10 @@ class Timescales(Experiment):
 
 
 def _relaxation(mu: np.ndarray) -> np.ndarray:
-    """Relaxation time -1/ln|mu| (steps) of a mode multiplied by mu per step."""
-    return -1.0 / np.log(np.abs(np.asarray(mu, dtype=np.float64)))
+    """Relaxation time -1/ln|mu| (steps) of a mode multiplied by mu per step (0 when mu = 0;
+    negative for an unstable mode, |mu| > 1)."""
+    with np.errstate(divide="ignore"):
+        return -1.0 / np.log(np.abs(np.asarray(mu, dtype=np.float64)))
 
 
 def _exact_moments(M, Q, m0, steps):

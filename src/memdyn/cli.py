@@ -1,0 +1,98 @@
+"""The ``memdyn`` command: list, config, run, report.
+
+Exit codes: 0 all claims hold; 1 a claim fails or a simulation diverged; 2 bad input (one line on
+stderr naming the key, no traceback).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .experiments import EXPERIMENTS
+from .experiments.base import ConfigError
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+                  help="memdyn: memorization as two-time-scale metastable SGD dynamics. Experiments, claims, reports.")
+
+
+def _fail(msg: str, code: int = 2):
+    typer.echo(f"memdyn: {msg}", err=True)
+    raise typer.Exit(code)
+
+
+@app.command("list")
+def list_experiments():
+    """List the registered experiments, one line each."""
+    width = max(len(n) for n in EXPERIMENTS)
+    for name, exp in EXPERIMENTS.items():
+        typer.echo(f"{name:<{width}}  {exp.summary}")
+
+
+@app.command("config")
+def show_config(experiment: str = typer.Argument(..., help="experiment name (see `memdyn list`)")):
+    """Every key of EXPERIMENT: type, default, --quick default and meaning."""
+    if experiment not in EXPERIMENTS:
+        _fail(f"unknown experiment {experiment!r}; valid: {', '.join(EXPERIMENTS)}")
+    exp = EXPERIMENTS[experiment]
+    typer.echo(f"{experiment}: {exp.summary}\n")
+    for row in exp.describe():
+        quick = "" if row["quick"] == row["default"] else f"  (--quick: {row['quick']})"
+        typer.echo(f"  {row['key']}: {row['type']} = {row['default']}{quick}")
+        typer.echo(f"      {row['meaning']}")
+
+
+@app.command("run")
+def run(
+    experiments: Optional[List[str]] = typer.Argument(None, help="experiments to run (default: all)"),
+    quick: bool = typer.Option(False, "--quick", help="smaller, faster version of each experiment"),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="KEY=VALUE or EXPERIMENT.KEY=VALUE (repeatable)"),
+    seed: int = typer.Option(0, "--seed", help="root seed (>= 0)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="run directory (default runs/<timestamp>, linked as runs/latest)"),
+):
+    """Run experiments, write the run directory (config, tables, figures, results.json, report.html)."""
+    from .runner import run_suite
+
+    try:
+        summary = run_suite(experiments or [], out, quick=quick, sets=set_ or [], seed=seed)
+    except ConfigError as e:
+        _fail(str(e))
+    failed = [c for c in summary.claims if not c["holds"]]
+    for c in summary.claims:
+        mark = "holds" if c["holds"] else "FAILS"
+        typer.echo(f"  [{mark}] {c['experiment']}: {c['name']}: predicted {c['predicted']:.5g}, measured "
+                   f"{c['measured']:.5g} (95% CI {c['ci_low']:.5g} .. {c['ci_high']:.5g})")
+    typer.echo(f"report: {summary.out / 'report.html'}")
+    if summary.errors or failed:
+        for name, msg in summary.errors.items():
+            typer.echo(f"memdyn: {msg}", err=True)
+        if failed:
+            typer.echo(f"memdyn: {len(failed)} of {len(summary.claims)} claims fail", err=True)
+        raise typer.Exit(1)
+
+
+@app.command("report")
+def report(directory: Path = typer.Argument(..., help="a run directory")):
+    """(Re)write DIR/report.html from the run's results."""
+    from .runner import finalize
+    from .store import RunStore
+
+    if not (directory / "config.json").exists():
+        _fail(f"{directory} is not a memdyn run directory (no config.json)")
+    summary = finalize(RunStore(directory))
+    typer.echo(str(summary.out / "report.html"))
+
+
+def main():
+    try:
+        app()
+    except KeyboardInterrupt:
+        typer.echo("memdyn: interrupted; rerun the same command to finish what is missing", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""The HTML report of a run directory: one self-contained file (figures embedded as base64)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+from .store import RunStore, atomic_write
+
+__all__ = ["write_report"]
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+h1{margin-bottom:.2em} .sub{color:#666;margin-top:0}
+table{border-collapse:collapse;width:100%;font-size:.9em;margin:1em 0}
+th,td{border-bottom:1px solid #ddd;padding:.35em .5em;text-align:right;vertical-align:top}
+th{background:#f4f4f4} td.name,th.name{text-align:left}
+.ok{color:#11772f;font-weight:600} .bad{color:#b00020;font-weight:600}
+figure{margin:1.5em 0} figure img{max-width:100%;border:1px solid #eee}
+figcaption{color:#444;font-size:.92em;margin-top:.4em}
+pre{background:#f7f7f7;padding:1em;overflow-x:auto;font-size:.85em}
+.err{background:#fff0f0;border-left:4px solid #b00020;padding:.6em 1em}
+"""
+
+
+def _num(x: float) -> str:
+    return f"{x:.5g}"
+
+
+def write_report(run_dir) -> Path:
+    """Write ``report.html`` in ``run_dir`` from its results.json files; return its path."""
+    store = RunStore(run_dir)
+    res = store.read_json("results.json")
+    if res is None:
+        raise FileNotFoundError(f"{run_dir} has no results.json (not a memdyn run directory)")
+    cfg = store.read_json("config.json") or {}
+    n_ok = sum(c["holds"] for c in res["claims"])
+    verdict = "all claims hold" if res["all_hold"] else f"{n_ok} of {len(res['claims'])} claims hold"
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>memdyn report</title><style>{_CSS}</style>"
+             "</head><body>",
+             "<h1>memdyn report</h1>",
+             f"<p class='sub'>{html.escape(str(Path(run_dir).resolve()))} &middot; seed {res.get('seed')} &middot; "
+             f"{'quick' if res.get('quick') else 'full'} run &middot; "
+             f"<span class='{'ok' if res['all_hold'] else 'bad'}'>{verdict}</span></p>"]
+    for name, msg in res.get("errors", {}).items():
+        parts.append(f"<p class='err'><b>{html.escape(name)}</b>: {html.escape(msg)}</p>")
+    parts.append("<h2>Claims</h2><p>Prediction of the theory beside the measurement; CI is the 95% confidence "
+                 "interval of the measurement; a claim holds when |measured - predicted| &le; tolerance = 4 standard "
+                 "errors.</p>")
+    parts.append("<table><tr><th class='name'>experiment</th><th class='name'>claim</th><th>predicted</th>"
+                 "<th>measured</th><th>95% CI</th><th>tolerance</th><th>verdict</th></tr>")
+    for c in res["claims"]:
+        ok = "<span class='ok'>holds</span>" if c["holds"] else "<span class='bad'>fails</span>"
+        parts.append(f"<tr><td class='name'>{html.escape(c['experiment'])}</td>"
+                     f"<td class='name' title='{html.escape(c.get('detail', ''))}'>{html.escape(c['name'])}</td>"
+                     f"<td>{_num(c['predicted'])}</td><td>{_num(c['measured'])}</td>"
+                     f"<td>[{_num(c['ci_low'])}, {_num(c['ci_high'])}]</td><td>{_num(c['tolerance'])}</td>"
+                     f"<td>{ok}</td></tr>")
+    parts.append("</table>")
+    for name in res["experiments"]:
+        exp = store.read_json(f"{name}/results.json")
+        if exp is None:
+            continue
+        parts.append(f"<h2>{html.escape(name)}</h2><p class='sub'>{exp['seconds']:.1f} s</p>")
+        for f in exp["figures"]:
+            data = base64.b64encode(store.path(f["file"]).read_bytes()).decode()
+            parts.append(f"<figure><img alt='{html.escape(f['file'])}' src='data:image/png;base64,{data}'>"
+                         f"<figcaption>{html.escape(f['caption'])}</figcaption></figure>")
+    parts.append("<h2>Configuration</h2><pre>" + html.escape(json.dumps(cfg, indent=2)) + "</pre>")
+    parts.append("<h2>Versions and timings</h2><pre>" +
+                 html.escape(json.dumps({"versions": res["versions"], "seconds": res["timings"]}, indent=2)) +
+                 "</pre></body></html>")
+    path = store.path("report.html")
+    atomic_write(path, "\n".join(parts).encode())
+    return path

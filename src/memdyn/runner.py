@@ -1,0 +1,192 @@
+"""Run a selection of experiments into a run directory, resuming what an interruption left.
+
+A run directory is complete when every selected experiment has its ``<name>/results.json``;
+rerunning the same command finds those and computes only what is missing (finished experiments
+are loaded, finished simulations inside an unfinished experiment are loaded from their cells).
+Everything is seeded from the run seed, so a resumed run equals an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from .dynamics import DivergenceError
+from .experiments import EXPERIMENTS
+from .experiments.base import ConfigError, Context, parse_value
+from .store import RunStore
+
+__all__ = ["RunSummary", "run_suite", "resolve_configs", "versions"]
+
+
+@dataclass
+class RunSummary:
+    out: Path
+    claims: list[dict]
+    errors: dict[str, str]
+
+    @property
+    def all_hold(self) -> bool:
+        return not self.errors and all(c["holds"] for c in self.claims)
+
+
+def versions() -> dict:
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for pkg in ("memdyn", "numpy", "scipy", "torch", "pandas", "pyarrow", "matplotlib", "pydantic"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def resolve_configs(names: list[str], quick: bool, sets: list[str]) -> dict:
+    """Validate experiment names and ``KEY=VALUE`` / ``EXPERIMENT.KEY=VALUE`` overrides."""
+    names = list(names) or list(EXPERIMENTS)
+    unknown = [n for n in names if n not in EXPERIMENTS]
+    if unknown:
+        raise ConfigError(f"unknown experiment {unknown[0]!r}; valid: {', '.join(EXPERIMENTS)}")
+    overrides: dict[str, dict] = {n: {} for n in names}
+    for item in sets:
+        if "=" not in item:
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        key, text = item.split("=", 1)
+        key = key.strip()
+        value = parse_value(text.strip())
+        if "." in key and key.split(".", 1)[0] in EXPERIMENTS:
+            exp, sub = key.split(".", 1)
+            if exp not in overrides:
+                raise ConfigError(f"--set {key}: experiment {exp!r} is not selected")
+            overrides[exp][sub] = value
+            continue
+        targets = [n for n in names if key in EXPERIMENTS[n].keys()]
+        if not targets:
+            valid = sorted({k for n in names for k in EXPERIMENTS[n].keys()})
+            where = names[0] if len(names) == 1 else "the selected experiments"
+            raise ConfigError(f"unknown key {key!r} for {where}; valid keys: {', '.join(valid)}")
+        for n in targets:
+            overrides[n][key] = value
+    return {n: EXPERIMENTS[n].resolve(quick, overrides[n]) for n in names}
+
+
+def _default_out(runs_dir: Path) -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = runs_dir / stamp
+    i = 1
+    while out.exists():
+        out = runs_dir / f"{stamp}-{i}"
+        i += 1
+    return out
+
+
+def _link_latest(runs_dir: Path, out: Path) -> None:
+    link = runs_dir / "latest"
+    tmp = runs_dir / f".latest.{os.getpid()}"
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    tmp.symlink_to(out.name)
+    os.replace(tmp, link)
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run_suite(names: list[str], out: str | os.PathLike | None = None, *, quick: bool = False,
+              sets: list[str] = (), seed: int = 0, runs_dir: str | os.PathLike = "runs",
+              progress: bool | None = None) -> RunSummary:
+    """Run experiments ``names`` (all when empty) into ``out`` (default ``runs/<timestamp>``)."""
+    if seed < 0:
+        raise ConfigError(f"invalid value for seed={seed}: must be >= 0")
+    configs = resolve_configs(list(names), quick, list(sets))
+    if out is None:
+        runs = Path(runs_dir)
+        out = _default_out(runs)
+    store = RunStore(out)
+    if out is not None and Path(out).parent == Path(runs_dir) and Path(out).name != "latest":
+        _link_latest(Path(runs_dir), Path(out))
+
+    new = {n: c.model_dump() for n, c in configs.items()}
+    old = store.read_json("config.json")
+    if old is not None:
+        if old.get("seed") != seed:
+            raise ConfigError(f"{out} holds a run with seed {old.get('seed')}, not {seed}; use another --out")
+        for n, c in new.items():
+            if n in old["experiments"] and old["experiments"][n] != c:
+                raise ConfigError(f"{out} holds a run of {n} with a different config; use another --out")
+        merged = {**old["experiments"], **new}
+    else:
+        merged = new
+    store.write_json("config.json", {"seed": seed, "quick": quick, "experiments": merged})
+
+    errors: dict[str, str] = {}
+    for i, (name, cfg) in enumerate(configs.items(), 1):
+        done = store.read_json(f"{name}/results.json")
+        if done is not None and done.get("config") == new[name]:
+            _say(f"[{i}/{len(configs)}] {name}: finished earlier, reusing {out}/{name}")
+            continue
+        _say(f"[{i}/{len(configs)}] {name}: {EXPERIMENTS[name].summary}")
+        t0 = time.perf_counter()
+        ctx = Context(store, name, seed, progress)
+        try:
+            outcome = EXPERIMENTS[name].run(cfg, ctx)
+        except DivergenceError as e:
+            errors[name] = f"{name} diverged: {e} (step size {getattr(cfg, 'step', '?')}; stable only if a*lambda < 2)"
+            store.write_json(f"{name}/error.json", {"experiment": name, "error": errors[name], "step": e.step,
+                                                    "chain": e.chain})
+            _say(f"    stopped: {name} diverged at step {e.step}, chain {e.chain}")
+            continue
+        seconds = time.perf_counter() - t0
+        figures = []
+        for f in outcome.figures:
+            store.write_figure(f"{name}/figures/{f.name}.png", f.fig)
+            figures.append({"file": f"{name}/figures/{f.name}.png", "caption": f.caption})
+        tables = []
+        for tname, df in outcome.tables.items():
+            store.write_table(f"{name}/tables/{tname}.parquet", df)
+            tables.append(f"{name}/tables/{tname}.parquet")
+        claims = [c.to_dict() for c in outcome.claims]
+        err = store.path(f"{name}/error.json")
+        if err.exists():
+            err.unlink()
+        store.write_json(f"{name}/results.json", {
+            "experiment": name, "config": new[name], "claims": claims, "figures": figures, "tables": tables,
+            "seconds": seconds, "summary": outcome.summary})
+        n_ok = sum(c["holds"] for c in claims)
+        _say(f"    done in {seconds:.1f} s: {n_ok}/{len(claims)} claims hold")
+
+    return finalize(store, errors)
+
+
+def finalize(store: RunStore, errors: dict[str, str] | None = None) -> RunSummary:
+    """Merge per-experiment results into ``results.json`` and write ``report.html``."""
+    from .report import write_report
+
+    cfg = store.read_json("config.json") or {"experiments": {}}
+    errors = dict(errors or {})
+    claims, timings, experiments = [], {}, {}
+    for name in cfg["experiments"]:
+        res = store.read_json(f"{name}/results.json")
+        if res is None:
+            err = store.read_json(f"{name}/error.json")
+            if err is not None:
+                errors.setdefault(name, err["error"])
+            experiments[name] = {"status": "diverged" if name in errors else "missing"}
+            continue
+        for c in res["claims"]:
+            claims.append({"experiment": name, **c})
+        timings[name] = res["seconds"]
+        experiments[name] = {"status": "ok", "claims": len(res["claims"]),
+                             "hold": sum(c["holds"] for c in res["claims"])}
+    store.write_json("results.json", {
+        "memdyn": versions()["memdyn"], "seed": cfg.get("seed"), "quick": cfg.get("quick"),
+        "all_hold": not errors and all(c["holds"] for c in claims), "experiments": experiments,
+        "errors": errors, "claims": claims, "timings": timings, "versions": versions()})
+    write_report(store.root)
+    return RunSummary(store.root, claims, errors)

@@ -1,0 +1,109 @@
+"""The memdyn command as a user runs it, in a temporary directory."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+EXE = [sys.executable, "-m", "memdyn.cli"]
+
+
+def memdyn(*args, cwd, timeout=600):
+    return subprocess.run([*EXE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def test_list_and_config(tmp_path):
+    out = memdyn("list", cwd=tmp_path)
+    assert out.returncode == 0 and "timescales" in out.stdout and "gibbs" in out.stdout
+    out = memdyn("config", "timescales", cwd=tmp_path)
+    assert out.returncode == 0
+    for key in ("step", "sigma", "eps", "chains"):
+        assert f"  {key}: " in out.stdout
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--set", "step=-1"], "timescales.step=-1"),
+    (["--set", "nosuch=1"], "unknown key 'nosuch' for timescales; valid keys: chains"),
+    (["--set", "eps=[0.1]"], "timescales.eps"),
+    (["--seed", "-1"], "seed"),
+])
+def test_bad_input_exits_2_with_one_line(tmp_path, args, needle):
+    out = memdyn("run", "timescales", "--quick", *args, "--out", "D", cwd=tmp_path)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_unknown_experiment(tmp_path):
+    out = memdyn("run", "nosuch", cwd=tmp_path)
+    assert out.returncode == 2 and "unknown experiment 'nosuch'" in out.stderr
+
+
+def test_unstable_step_reports_divergence_without_nan(tmp_path):
+    out = memdyn("run", "timescales", "--quick", "--set", "step=0.5", "--out", "D", cwd=tmp_path)
+    assert out.returncode == 1
+    assert "diverged at step" in out.stderr and "chain" in out.stderr and "Traceback" not in out.stderr
+    assert not list((tmp_path / "D").rglob("*.parquet"))
+    for p in (tmp_path / "D").rglob("*.json"):
+        assert "NaN" not in p.read_text()
+
+
+def test_quick_timescales_end_to_end_and_reproducible(tmp_path):
+    out = memdyn("run", "timescales", "--quick", "--set", "step=0.08", "--seed", "3", "--out", "A", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    res = json.loads((tmp_path / "A/results.json").read_text())
+    assert res["all_hold"] and len(res["claims"]) >= 10
+    assert all(c["experiment"] == "timescales" for c in res["claims"])
+    assert {"name", "predicted", "measured", "ci_low", "ci_high", "tolerance", "holds"} <= set(res["claims"][0])
+    assert set(res["versions"]) >= {"numpy", "torch", "python"} and res["timings"]["timescales"] > 0
+    for t in ("covariance", "relaxation", "tracking"):
+        df = pd.read_parquet(tmp_path / f"A/timescales/tables/{t}.parquet")
+        assert len(df) and not df.isna().any().any()
+    html = (tmp_path / "A/report.html").read_text()
+    assert html.count("data:image/png;base64,") == 3 and html.index("Claims") < html.index("<figure>")
+    cfg = json.loads((tmp_path / "A/config.json").read_text())
+    assert cfg["experiments"]["timescales"]["step"] == 0.08
+    # same seed, new directory: identical measurements
+    memdyn("run", "timescales", "--quick", "--set", "step=0.08", "--seed", "3", "--out", "B", cwd=tmp_path)
+    res_b = json.loads((tmp_path / "B/results.json").read_text())
+    assert [c["measured"] for c in res_b["claims"]] == [c["measured"] for c in res["claims"]]
+    # report subcommand rewrites the report
+    rep = memdyn("report", "A", cwd=tmp_path)
+    assert rep.returncode == 0 and rep.stdout.strip().endswith("report.html")
+    # a different config into the same directory is refused
+    clash = memdyn("run", "timescales", "--quick", "--set", "step=0.07", "--seed", "3", "--out", "A", cwd=tmp_path)
+    assert clash.returncode == 2 and "different config" in clash.stderr
+
+
+def test_kill_and_resume_equals_uninterrupted(tmp_path):
+    args = ["run", "timescales", "gibbs", "--quick", "--set", "gibbs.chains=200", "--set", "gibbs.mix=3",
+            "--out", "K"]
+    proc = subprocess.Popen([*EXE, *args], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    done = tmp_path / "K/timescales/results.json"
+    t0 = time.time()
+    while not done.exists() and time.time() - t0 < 300:
+        time.sleep(0.2)
+    time.sleep(1.0)  # let gibbs store a cell or two
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert done.exists() and not (tmp_path / "K/results.json").exists()
+    stamp = done.stat().st_mtime_ns
+    out = memdyn(*args, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "timescales: finished earlier" in out.stderr
+    assert done.stat().st_mtime_ns == stamp  # not recomputed
+    ref = memdyn(*args[:-1], "REF", cwd=tmp_path)
+    assert ref.returncode == 0
+    a = json.loads((tmp_path / "K/results.json").read_text())["claims"]
+    b = json.loads((tmp_path / "REF/results.json").read_text())["claims"]
+    assert a == b
+    for t in ("gibbs/tables/occupation.parquet", "timescales/tables/covariance.parquet"):
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "K" / t), pd.read_parquet(tmp_path / "REF" / t))

@@ -1,0 +1,150 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.linalg import solve_discrete_lyapunov
+
+from memdyn import (
+    S1, DivergenceError, DoubleWell, FirstPassage, Gaussian, LeastSquares, Minibatch, Moments, Occupation,
+    Quadratic, StudentT, Trace, fast_ode, intervals, s1_noise, simulate, slow_ode, stationary_1d,
+)
+from memdyn.claims import Z_TOL, mean_se
+
+
+def run(land, noise, chains=3000, steps=64, chunk=None, seed=5, **kw):
+    return simulate(land, noise, 0.05, steps, chains, init=np.full(land.dim, 0.5), seed=seed, chunk_size=chunk,
+                    observers=[Trace(every=16, chains=[0, 1500, chains - 1]), Moments(start=10),
+                               Occupation(intervals([-np.inf, 0.0, np.inf]), 2)], **kw)
+
+
+CASES = [
+    (Quadratic(np.array([[2.0, 0.3], [0.3, 1.0]])), Gaussian(1.0)),
+    (DoubleWell(-1, 0.2, 1), Gaussian(2.0)),
+    (S1.quadratic(1.0, 1.0, 0.5, 0.1), s1_noise(1.0, 1, 2, 0.1)),
+    (LeastSquares(np.random.default_rng(0).standard_normal((30, 2)), np.ones(30)), None),
+    (DoubleWell(-1, 0.2, 1), StudentT(1.0, 4.0)),
+]
+
+
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_results_do_not_depend_on_chunking(case):
+    land, noise = CASES[case]
+    noise = noise or Minibatch(land, 4, replace=False)
+    ref = run(land, noise)
+    for chunk in (1024, 2048, 1):
+        other = run(land, noise, chunk=chunk)
+        np.testing.assert_array_equal(other.final, ref.final)
+        np.testing.assert_array_equal(other["trace"].values, ref["trace"].values)
+        np.testing.assert_array_equal(other["moments"].chain_second, ref["moments"].chain_second)
+        np.testing.assert_array_equal(other["occupation"].counts, ref["occupation"].counts)
+
+
+def test_chain_streams_do_not_depend_on_number_of_chains():
+    land = DoubleWell(-1, 0.2, 1)
+    small = simulate(land, Gaussian(1.0), 0.05, 100, 10, init=[0.0], seed=9)
+    big = simulate(land, Gaussian(1.0), 0.05, 100, 2500, init=[0.0], seed=9)
+    np.testing.assert_array_equal(small.final, big.final[:10])
+
+
+def test_same_seed_same_result_other_seed_differs():
+    land, noise = CASES[0]
+    a, b, c = run(land, noise, seed=1), run(land, noise, seed=1), run(land, noise, seed=2)
+    np.testing.assert_array_equal(a.final, b.final)
+    assert not np.array_equal(a.final, c.final)
+
+
+def test_float32_runs_and_is_close_to_float64():
+    land, noise = CASES[1]
+    r32 = run(land, noise, dtype=torch.float32, steps=16)
+    r64 = run(land, noise, dtype=torch.float64, steps=16)
+    assert r32.final.dtype == np.float32
+    # the two precisions draw different normals: compare the laws, not the paths
+    se = math.sqrt(r32.final.var() / r32.n_chains + r64.final.var() / r64.n_chains)
+    assert abs(r32.final.mean() - r64.final.mean()) < Z_TOL * se
+
+
+def test_divergence_reports_first_step_and_chain_exactly():
+    # noiseless 1-D quadratic, a*lambda = 3: |x_k| = |x_0| 2^k; chains start at different sizes
+    land = Quadratic([[1.0]])
+    init = np.ones((2000, 1))
+    init[1234] = 4.0  # first to exceed the bound
+    k_exact = math.ceil(math.log2(1e8 / 4.0) + 1e-12)
+    with pytest.raises(DivergenceError) as err:
+        simulate(land, Gaussian(0.0), 3.0, 500, 2000, init=init, seed=0)
+    assert (err.value.step, err.value.chain) == (k_exact, 1234)
+    land2 = DoubleWell()
+    with pytest.raises(DivergenceError, match="diverged at step"):
+        simulate(land2, Gaussian(1.0), 5.0, 200, 50, init=[3.0], seed=0)
+
+
+def test_bad_arguments():
+    land = Quadratic([[1.0]])
+    for kw, msg in [({"step": -1.0}, "step"), ({"step": float("nan")}, "step"), ({"n_chains": 0}, "n_chains"),
+                    ({"seed": -3}, "seed")]:
+        args = {"step": 0.1, "n_steps": 10, "n_chains": 5, "seed": 0} | kw
+        with pytest.raises(ValueError, match=msg):
+            simulate(land, Gaussian(1.0), args.pop("step"), args.pop("n_steps"), args.pop("n_chains"), init=[0.0],
+                     **args)
+    with pytest.raises(ValueError, match="init"):
+        simulate(land, Gaussian(1.0), 0.1, 10, 5, init=np.zeros((3, 1)))
+
+
+def test_noiseless_mean_decays_as_one_minus_a_lambda_power():
+    lam, a = np.array([0.5, 3.0]), 0.2
+    sim = simulate(Quadratic(np.diag(lam)), Gaussian(0.0), a, 30, 3, init=[1.0, 1.0], observers=[Trace()])
+    k = sim["trace"].steps
+    np.testing.assert_allclose(sim["trace"].values[:, 0, :], (1 - a * lam)[None, :] ** k[:, None], rtol=1e-12)
+
+
+def test_discrete_lyapunov_closed_form_1d():
+    for a, lam, sig in [(0.1, 2.0, 1.0), (0.5, 3.0, 0.3), (1e-3, 0.7, 4.0)]:
+        S = solve_discrete_lyapunov(np.array([[1 - a * lam]]), np.array([[a * a * sig * sig]]))
+        np.testing.assert_allclose(S[0, 0], a * sig**2 / (lam * (2 - a * lam)), rtol=1e-12)
+
+
+def test_stationary_variance_matches_lyapunov_within_standard_error():
+    a, sig = 0.2, 1.0
+    H = np.array([[2.0, 0.5], [0.5, 1.0]])
+    S = solve_discrete_lyapunov(np.eye(2) - a * H, a * a * sig**2 * np.eye(2))
+    sim = simulate(Quadratic(H), Gaussian(sig), a, 1500, 2000, init=[0.0, 0.0], seed=11,
+                   observers=[Moments(start=300)])
+    for i, j in [(0, 0), (1, 1), (0, 1)]:
+        m, se = mean_se(sim["moments"].chain_second[:, i, j])
+        assert abs(m - S[i, j]) < Z_TOL * se
+
+
+def test_fast_and_slow_odes_on_s1_quadratic():
+    lx, ly, k, eps = 2.0, 1.0, 0.5, 0.05
+    land = S1.quadratic(lx, ly, k, eps)
+    t = np.linspace(0, 3, 7)
+    x = fast_ode(land, [1.0], [0.4], t)[:, 0]
+    lam_y = -eps * k * 0.4 / lx
+    np.testing.assert_allclose(x, lam_y + (1 - lam_y) * np.exp(-lx * t), rtol=1e-6, atol=1e-8)
+    tau = np.linspace(0, 2, 5)
+    y, lam = slow_ode(land, [1.0], tau, x0=[0.0])
+    rate = ly - eps * k * k / lx  # d/dtau y = -(ly y + k lambda(y)), lambda(y) = -eps k y / lx
+    np.testing.assert_allclose(y[:, 0], np.exp(-rate * tau), rtol=1e-6)
+    np.testing.assert_allclose(lam[:, 0], -eps * k * y[:, 0] / lx, rtol=1e-5, atol=1e-9)
+
+
+def test_observers_first_passage_and_occupation():
+    land = Quadratic([[1.0]])
+    sim = simulate(land, Gaussian(0.0), 0.5, 10, 4, init=np.array([[8.0], [4.0], [2.0], [0.5]]),
+                   observers=[FirstPassage(lambda th: th[:, 0] < 1.0),
+                              Occupation(intervals([0.0, 1.0, np.inf]), 2, start=1)])
+    fp = sim["first_passage"]
+    np.testing.assert_array_equal(fp.times, [4, 3, 2, 0])  # x_k = x_0 / 2^k
+    occ = sim["occupation"]
+    assert occ.total == 10 and np.all(occ.counts.sum(1) == 10)
+    np.testing.assert_array_equal(occ.counts[:, 1], [3, 2, 1, 0])
+
+
+def test_stationary_1d_matches_gibbs_at_small_step():
+    well = DoubleWell(-1, 0.2, 1)
+    sigma, a = 1.0, 0.05
+    x, p, tmix = stationary_1d(well, sigma, a, -2.5, 2.5, 4000)
+    gibbs = np.exp(-2 * well.f(x) / (a * sigma**2))
+    gibbs /= gibbs.sum()
+    assert np.abs(p - gibbs).sum() < 0.05  # O(a) discretisation difference
+    assert tmix > 1

@@ -1,0 +1,87 @@
+import numpy as np
+import pytest
+import torch
+
+from memdyn import S1, BilinearCoupling, DoubleWell, DoubleWellND, LeastSquares, Modulated, Quadratic, TiltedWell
+
+
+def autograd(land, theta):
+    t = torch.as_tensor(theta, dtype=torch.float64).clone().requires_grad_(True)
+    land.value(t).sum().backward()
+    return t.grad.numpy()
+
+
+def grad_into(land, theta):
+    t = torch.as_tensor(theta, dtype=torch.float64)
+    out = torch.empty_like(t)
+    land.grad_into(t, out)
+    return out.numpy()
+
+
+def all_landscapes():
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((3, 3))
+    yield Quadratic(A @ A.T + np.eye(3), center=[0.1, -0.2, 0.3])
+    yield DoubleWell(-1.0, 0.3, 2.0, 1.7)
+    yield DoubleWellND(DoubleWell(-1, 0.2, 1), [1.0, 3.0])
+    yield S1(Quadratic([[2.0]]), Quadratic([[0.0, 0.5], [0.5, 1.0]]), 0.1)
+    yield S1(Quadratic(np.diag([1.0, 2.0])), BilinearCoupling([0.5, 1.0, 1.5], rng.standard_normal((2, 3))), 0.05)
+    yield Modulated(TiltedWell(DoubleWell(-1, 0.1, 1)), Quadratic(np.eye(2)), [[1.0], [0.5]], 0.2)
+    yield LeastSquares(rng.standard_normal((20, 3)), rng.standard_normal(20))
+
+
+@pytest.mark.parametrize("land", list(all_landscapes()), ids=lambda l: type(l).__name__)
+def test_gradients_match_autograd(land):
+    theta = np.random.default_rng(1).standard_normal((7, land.dim))
+    g = land.grad(torch.as_tensor(theta)).numpy()
+    np.testing.assert_allclose(g, autograd(land, theta), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(grad_into(land, theta), g, rtol=1e-12, atol=1e-14)
+
+
+def test_double_well_closed_forms():
+    k, s = 1.3, 0.25
+    w = DoubleWell(-1.0, s, 1.0, k)
+    cps = w.critical_points()
+    assert [c.kind for c in cps] == ["minimum", "saddle", "minimum"]
+    assert [c.location[0] for c in cps] == [-1.0, s, 1.0]
+    np.testing.assert_allclose(w.delta_f, 4 * k * s / 3, rtol=1e-13)
+    np.testing.assert_allclose(cps[0].curvatures[0], 2 * k * (1 + s), rtol=1e-9)
+    np.testing.assert_allclose(cps[2].curvatures[0], 2 * k * (1 - s), rtol=1e-9)
+    np.testing.assert_allclose(cps[1].curvatures[0], -k * (1 - s * s), rtol=1e-9)
+    assert w.barrier("left") == pytest.approx(w.f(s) - w.f(-1.0))
+    with pytest.raises(ValueError, match="left < saddle < right"):
+        DoubleWell(0.0, -1.0, 1.0)
+
+
+def test_nd_double_well_critical_points_have_zero_gradient():
+    land = DoubleWellND(DoubleWell(-1, 0.2, 1), [1.0, 2.0, 5.0])
+    cps = land.critical_points()
+    g = land.grad(torch.as_tensor(np.stack([c.location for c in cps])))
+    assert torch.all(g.abs() < 1e-14)
+    assert [c.index for c in cps] == [0, 1, 0]
+
+
+def test_s1_quadratic_hessian_and_equilibrium():
+    lx, ly, k, eps = 1.5, 0.7, 0.4, 0.05
+    land = S1.quadratic(lx, ly, k, eps)
+    np.testing.assert_allclose(land.hessian(np.zeros(2)), [[lx, eps * k], [eps * k, eps * ly]])
+    (cp,) = land.critical_points()
+    np.testing.assert_allclose(cp.location, 0, atol=1e-14)
+    with pytest.raises(ValueError, match="positive definite"):
+        S1.quadratic(1.0, 1.0, 10.0, 0.1)
+
+
+def test_bilinear_coupling_hessian_is_exact():
+    rng = np.random.default_rng(3)
+    land = BilinearCoupling([0.5, 1.0, 2.0], rng.standard_normal((2, 3)))
+    numeric = super(BilinearCoupling, land).hessian(rng.standard_normal(5))
+    np.testing.assert_allclose(numeric, land.hessian(), atol=1e-6)
+
+
+def test_tilted_well_equilibria_are_roots():
+    fam = TiltedWell(DoubleWell(-1, 0.0, 1))
+    eq = fam.equilibria(0.1)
+    assert len(eq) == 3 and [i for _, i in eq] == [0, 1, 0]
+    for x, _ in eq:
+        assert abs(fam.well.df(x) + 0.1) < 1e-12
+    assert len(fam.equilibria(2.0)) == 1  # past the fold only one branch survives
