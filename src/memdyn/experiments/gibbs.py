@@ -41,8 +41,8 @@ class GibbsConfig(ExperimentConfig):
     steps: list[float] | None = Field(None, min_length=3, max_length=12, description=(
         "step sizes a (>= 3 distinct, each > 0); default: 6 steps spanning temperatures a sigma^2/2 in "
         "[0.045 k, 0.09 k]"))
-    chains: int = Field(4000, ge=100, le=10**6, description="independent chains per step size")
-    mix: float = Field(10.0, ge=2, le=1000, description=(
+    chains: int = Field(10000, ge=100, le=10**6, description="independent chains per step size")
+    mix: float = Field(15.0, ge=2, le=1000, description=(
         "averaging window per chain, in mixing times of the exact discrete chain (after 3 mixing times of burn-in)"))
     dtype: str = Field("float32", pattern="^(float32|float64)$", description="simulation precision")
 
@@ -78,7 +78,7 @@ class Gibbs(Experiment):
         grid = self.grid(cfg)
         for a in grid:
             lo, hi = _support(well, sigma, a)
-            n_cells = int(min(20000, max(1500, 6 * (hi - lo) / (a * sigma))))
+            n_cells = int(min(20000, max(3000, 12 * (hi - lo) / (a * sigma))))
             x, pi, tmix = stationary_1d(well, sigma, a, lo, hi, n_cells)
             p_exact = float(pi[x >= well.saddle].sum())
             burn = int(math.ceil(3 * tmix))

@@ -34,6 +34,7 @@ from ..observers import Moments, Trace
 from .base import ConfigError, Context, Experiment, ExperimentConfig, Figure, Outcome
 
 BURN_IN = 10.0  # relaxation times before sampling: initial-condition bias <= exp(-20)
+MAX_STEPS = 300_000  # per simulation; longer configurations are refused with an explanation
 
 
 class TimescalesConfig(ExperimentConfig):
@@ -50,7 +51,7 @@ class TimescalesConfig(ExperimentConfig):
     coupling: float = Field(0.5, ge=0, le=100, description="k: bilinear coupling eps*k*x*y (need lx*ly > eps*k^2)")
     tracking_noise: float = Field(0.25, gt=0, lt=1, description=(
         "second noise level for the tracking test, as a fraction of sigma"))
-    chains: int = Field(4000, ge=200, le=10**6, description="independent chains per simulation")
+    chains: int = Field(10000, ge=200, le=10**6, description="independent chains per simulation")
     relax: float = Field(40.0, ge=5, le=10**4, description=(
         "stationary sampling length in units of the slowest relaxation time (covariance test)"))
     dtype: str = Field("float64", pattern="^(float32|float64)$", description="simulation precision")
@@ -71,6 +72,18 @@ class Timescales(Experiment):
             if cfg.fast_curvature * cfg.slow_curvature <= e * cfg.coupling**2:
                 raise ConfigError(f"invalid value for timescales.coupling={cfg.coupling}: need "
                                   f"fast_curvature*slow_curvature > eps*coupling^2 (eps={e})")
+        a = cfg.step
+        slowest = -1 / math.log1p(-a * min(cfg.curvatures)) if a * min(cfg.curvatures) < 1 else 1.0
+        if (BURN_IN + cfg.relax) * slowest > MAX_STEPS:
+            raise ConfigError(f"invalid value for timescales.step={a}: with curvature {min(cfg.curvatures):g} the "
+                              f"covariance run needs {(BURN_IN + cfg.relax) * slowest:.3g} steps (limit {MAX_STEPS}); "
+                              "raise step or the smallest curvature, or lower relax")
+        h_slow = min(np.linalg.eigvalsh(S1.quadratic(cfg.fast_curvature, cfg.slow_curvature, cfg.coupling, e)
+                                        .hessian(np.zeros(2)))[0] for e in cfg.eps)
+        if a * h_slow < 1 and -4 / math.log1p(-a * h_slow) > MAX_STEPS:
+            raise ConfigError(f"invalid value for timescales.step={a}: the slowest S1 mode (eps={min(cfg.eps):g}) "
+                              f"relaxes in {-1 / math.log1p(-a * h_slow):.3g} steps (limit {MAX_STEPS // 4}); raise "
+                              "step, eps or slow_curvature")
 
     def run(self, cfg, ctx: Context) -> Outcome:
         import torch
@@ -95,9 +108,11 @@ class Timescales(Experiment):
         if not stable.all():  # long enough for an unstable mode to reach the divergence bound
             n_steps = max(n_steps, min(10**6, int(math.ceil(30 / max(np.log(np.abs(mu).max()), 1e-12)))))
 
+        thin = max(1, int(tau[stable].min() / 2)) if stable.any() else 1  # keeps nearly all information
+
         def cov_cell():
             sim = simulate(Quadratic(H), Gaussian(sigma), a, n_steps, cfg.chains, init=np.zeros(d),
-                           seed=ctx.seed_for("covariance"), observers=[Moments(start=burn)], dtype=dtype,
+                           seed=ctx.seed_for("covariance"), observers=[Moments(start=burn, every=thin)], dtype=dtype,
                            progress=ctx.progress)
             return {"second": sim["moments"].chain_second}
 
@@ -129,7 +144,7 @@ class Timescales(Experiment):
                 tau_s, tau_f = _relaxation(mu)
             K = int(math.ceil(4 * tau_s)) if math.isfinite(tau_s) else 4096
             every = max(1, K // 400)
-            early = int(math.ceil(3 * tau_f)) if math.isfinite(tau_f) else 64
+            lag_f = max(1, int(round(tau_f))) if math.isfinite(tau_f) else 1
             w = np.array([1.0, eps * k / lx])
             for level, sig in (("main", sigma), ("low", sigma * cfg.tracking_noise)):
                 C = sig**2 * np.diag([1.0, eps**2])
@@ -139,7 +154,7 @@ class Timescales(Experiment):
                 def s1_cell(sig=sig, land=land, theta0=theta0):
                     sim = simulate(land, s1_noise(sig, 1, 2, eps), a, K, cfg.chains, init=theta0,
                                    seed=ctx.seed_for("s1", eps, level), dtype=dtype, progress=ctx.progress,
-                                   observers=[Trace(every=every, name="coarse"), Trace(every=1, until=early, name="early")])
+                                   observers=[Trace(every=every, name="coarse"), Trace(every=lag_f, until=lag_f, name="early")])
                     return {"coarse_steps": sim["coarse"].steps, "coarse": sim["coarse"].values,
                             "early_steps": sim["early"].steps, "early": sim["early"].values}
 
@@ -258,6 +273,8 @@ def _figure_relaxation(tab, curves, cfg) -> Figure:
             ax1.plot(steps[ok], np.abs(proj_exact[ok, mode]), ":", color="k", lw=0.8)
     ax1.set_xscale("log")
     ax1.set_yscale("log")
+    top = max(float(np.abs(c[5][0]).max()) for c in curves)
+    ax1.set_ylim(top * 1e-3, top * 2)  # below this the mean is lost in the chains' noise
     ax1.set_xlabel("step k")
     ax1.set_ylabel("|mean projection on eigenmode|")
     ax1.set_title("Mean relaxation (dotted: exact (1 - a h)^k)")
@@ -286,6 +303,7 @@ def _figure_tracking(tab, curves, a) -> Figure:
         ax1.plot(steps, rms, color=f"C{j}", label=f"eps={eps:g} measured")
         ax1.plot(steps, rms_exact, ":", color="k", lw=1)
     ax1.set_xscale("symlog", linthresh=1)
+    ax1.set_yscale("log")
     ax1.set_xlabel("step k")
     ax1.set_ylabel("rms |x - lambda(y)|")
     ax1.set_title("Tracking of the slow manifold (dotted: exact)")
