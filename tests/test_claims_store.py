@@ -89,4 +89,9 @@ def test_cross_field_validation():
         EXPERIMENTS["timescales"].resolve(False, {"coupling": 50.0})
     with pytest.raises(ConfigError, match="gibbs.steps"):
         EXPERIMENTS["gibbs"].resolve(False, {"steps": [0.3, 0.4, 0.5]})
-    assert math.isclose(EXPERIMENTS["gibbs"].grid(EXPERIMENTS["gibbs"].resolve(False))[0], 0.01)
+    gibbs = EXPERIMENTS["gibbs"]
+    cfg = gibbs.resolve(False)
+    t_max = abs(gibbs.well(cfg).delta_f) / 3  # the binding limit for the default well
+    assert math.isclose(gibbs.grid(cfg)[-1], 2 * t_max / cfg.sigma**2)
+    with pytest.raises(ConfigError, match="gibbs.saddle"):
+        gibbs.resolve(False, {"saddle": 0.05})

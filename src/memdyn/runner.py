@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .dynamics import DivergenceError
 from .experiments import EXPERIMENTS
-from .experiments.base import ConfigError, Context, parse_value
+from .experiments.base import ConfigError, Context, ExperimentError, parse_value
 from .store import RunStore
 
 __all__ = ["RunSummary", "run_suite", "resolve_configs", "versions"]
@@ -141,6 +141,11 @@ def run_suite(names: list[str], out: str | os.PathLike | None = None, *, quick: 
             store.write_json(f"{name}/error.json", {"experiment": name, "error": errors[name], "step": e.step,
                                                     "chain": e.chain})
             _say(f"    stopped: {name} diverged at step {e.step}, chain {e.chain}")
+            continue
+        except ExperimentError as e:
+            errors[name] = f"{name} could not measure: {e}"
+            store.write_json(f"{name}/error.json", {"experiment": name, "error": errors[name]})
+            _say(f"    stopped: {errors[name]}")
             continue
         seconds = time.perf_counter() - t0
         figures = []

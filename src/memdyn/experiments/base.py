@@ -13,11 +13,15 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from ..claims import Claim
 from ..store import RunStore
 
-__all__ = ["ConfigError", "ExperimentConfig", "Experiment", "Outcome", "Figure", "Context", "parse_value"]
+__all__ = ["ConfigError", "ExperimentError", "ExperimentConfig", "Experiment", "Outcome", "Figure", "Context", "parse_value"]
 
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the key and what is allowed."""
+
+
+class ExperimentError(RuntimeError):
+    """An experiment could not measure what it claims about (reported, exit code 1)."""
 
 
 class ExperimentConfig(BaseModel):
@@ -118,7 +122,8 @@ class Experiment:
         rows = []
         for key, f in self.Config.model_fields.items():
             ann = f.annotation
-            tname = getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
+            generic = getattr(ann, "__args__", None)
+            tname = str(ann).replace("typing.", "") if generic else getattr(ann, "__name__", str(ann))
             rows.append({"key": key, "type": tname, "default": f.default, "quick": self.quick.get(key, f.default),
                          "meaning": f.description or ""})
         return rows

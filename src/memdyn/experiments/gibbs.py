@@ -10,8 +10,11 @@ from many independent chains, checks it against the exact stationary law of the 
 (transfer operator, :func:`memdyn.dynamics.stationary_1d`), and extrapolates a ln(ratio) to
 a -> 0 by a weighted straight-line fit whose intercept is compared with -2 dF / sigma^2.
 
-The default step grid spans temperatures T = a sigma^2 / 2 in [0.045 k, 0.09 k]: low enough
-for the a -> 0 expansion to be close to linear, high enough for chains to mix in ~10^4 steps.
+The default step grid spans temperatures T = a sigma^2 / 2 in [T_max / 2, T_max] with
+T_max = min(V_shallow / 1.5, |dF| / 3) (V_shallow: the barrier seen from the shallower well): cold
+enough that the shallower well is metastable and the a -> 0 expansion is close to linear (the exact
+discrete chain's own line extrapolates within ~1.5 % of the limit for |s| in [0.15, 0.25], k in
+[0.5, 3]), warm enough that both wells are visited.
 """
 
 from __future__ import annotations
@@ -28,22 +31,24 @@ from ..dynamics import simulate, stationary_1d
 from ..landscapes import DoubleWell
 from ..noise import Gaussian
 from ..observers import Occupation, intervals
-from .base import ConfigError, Context, Experiment, ExperimentConfig, Figure, Outcome
+from .base import ConfigError, Context, Experiment, ExperimentConfig, ExperimentError, Figure, Outcome
 
 MAX_CHAIN_STEPS = 4e9  # refuse configurations that would run for hours
 
 
 class GibbsConfig(ExperimentConfig):
     sigma: float = Field(3.0, gt=0, le=100, description="gradient-noise scale sigma")
-    saddle: float = Field(0.2, gt=-0.9, lt=0.9, description=(
-        "s: barrier top of F'(x) = k (x+1)(x-s)(x-1); s > 0 makes the right well the shallower one"))
+    saddle: float = Field(0.2, ge=-0.25, le=0.25, description=(
+        "s: barrier top of F'(x) = k (x+1)(x-s)(x-1), 0.15 <= |s| <= 0.25; s > 0 makes the right well the "
+        "shallower one (outside this range either the shallow well is not metastable or it is never visited)"))
     scale: float = Field(1.0, gt=0, le=100, description="k: overall scale of the double well")
     steps: list[float] | None = Field(None, min_length=3, max_length=12, description=(
         "step sizes a (>= 3 distinct, each > 0); default: 6 steps spanning temperatures a sigma^2/2 in "
-        "[0.045 k, 0.09 k]"))
+        "[T_max/2, T_max], T_max = min(V_shallow/1.5, |dF|/3)"))
     chains: int = Field(10000, ge=100, le=10**6, description="independent chains per step size")
     mix: float = Field(15.0, ge=2, le=1000, description=(
-        "averaging window per chain, in mixing times of the exact discrete chain (after 3 mixing times of burn-in)"))
+        "averaging window per chain, in mixing times of the exact discrete chain (after 5 mixing times of burn-in "
+        "from the deeper well)"))
     dtype: str = Field("float32", pattern="^(float32|float64)$", description="simulation precision")
 
 
@@ -53,13 +58,20 @@ class Gibbs(Experiment):
     Config = GibbsConfig
     quick = {"chains": 600, "mix": 6.0}
 
+    def well(self, cfg) -> DoubleWell:
+        return DoubleWell(-1.0, cfg.saddle, 1.0, cfg.scale)
+
     def grid(self, cfg) -> np.ndarray:
         if cfg.steps is not None:
             return np.sort(np.asarray(cfg.steps, dtype=np.float64))
-        temps = np.linspace(0.045, 0.09, 6) * cfg.scale
-        return 2 * temps / cfg.sigma**2
+        w = self.well(cfg)
+        t_max = min(min(w.barrier("left"), w.barrier("right")) / 1.5, abs(w.delta_f) / 3)
+        return 2 * np.linspace(t_max / 2, t_max, 6) / cfg.sigma**2
 
     def check(self, cfg):
+        if abs(cfg.saddle) < 0.15:
+            raise ConfigError(f"invalid value for gibbs.saddle={cfg.saddle}: need 0.15 <= |saddle| <= 0.25 (the wells "
+                              "must differ enough for the occupation ratio to be measured)")
         a = self.grid(cfg)
         if np.any(a <= 0) or len(set(a.tolist())) < 3:
             raise ConfigError(f"invalid value for gibbs.steps={cfg.steps}: need >= 3 distinct values > 0")
@@ -71,7 +83,8 @@ class Gibbs(Experiment):
     def run(self, cfg, ctx: Context) -> Outcome:
         import torch
 
-        well = DoubleWell(-1.0, cfg.saddle, 1.0, cfg.scale)
+        well = self.well(cfg)
+        deep = well.left if well.delta_f > 0 else well.right
         sigma, dF = cfg.sigma, well.delta_f
         target = -2 * dF / sigma**2
         rows, claims = [], []
@@ -81,15 +94,16 @@ class Gibbs(Experiment):
             n_cells = int(min(20000, max(3000, 12 * (hi - lo) / (a * sigma))))
             x, pi, tmix = stationary_1d(well, sigma, a, lo, hi, n_cells)
             p_exact = float(pi[x >= well.saddle].sum())
-            burn = int(math.ceil(3 * tmix))
+            burn = int(math.ceil(5 * tmix))  # from the deeper well: residual bias <= e^-5 / mix of p
             n_steps = burn + int(math.ceil(cfg.mix * tmix))
             if n_steps * cfg.chains > MAX_CHAIN_STEPS:
-                raise ConfigError(f"gibbs: step {a:g} mixes in {tmix:.3g} steps; {n_steps * cfg.chains:.3g} chain-steps "
-                                  "is too long: raise sigma or the steps")
+                raise ConfigError(f"gibbs: at step {a:g} the chain mixes in {tmix:.3g} steps, so {n_steps * cfg.chains:.3g} "
+                                  f"chain-steps would be needed (limit {MAX_CHAIN_STEPS:.0e}): raise scale, lower sigma, "
+                                  "or use fewer chains")
             every = max(1, int(tmix // 50))
 
             def cell(a=a, n_steps=n_steps, burn=burn, every=every):
-                sim = simulate(well, Gaussian(sigma), float(a), n_steps, cfg.chains, init=[well.left],
+                sim = simulate(well, Gaussian(sigma), float(a), n_steps, cfg.chains, init=[deep],
                                seed=ctx.seed_for("a", float(a)), dtype=getattr(torch, cfg.dtype), progress=ctx.progress,
                                observers=[Occupation(intervals([-np.inf, well.saddle, np.inf]), 2, start=burn,
                                                      every=every)])
@@ -98,7 +112,7 @@ class Gibbs(Experiment):
             frac = ctx.cell(f"a={a:.6g}", cell)["right"]
             p, se = mean_se(frac)
             if not 0 < p < 1:
-                raise RuntimeError(f"gibbs: at a={a:g} every chain stayed in one well (p={p}); raise mix or sigma")
+                raise ExperimentError(f"at a={a:g} every chain stayed in one well (p={p}); raise mix or chains")
             y = a * math.log(p / (1 - p))
             y_se = a * se / (p * (1 - p))
             rows.append({"step": a, "temperature": a * sigma**2 / 2, "mixing_steps": tmix, "n_steps": n_steps,
@@ -124,10 +138,16 @@ class Gibbs(Experiment):
 
 
 def _support(well: DoubleWell, sigma: float, a: float) -> tuple[float, float]:
-    """An interval holding all but a negligible part of the stationary mass."""
+    """An interval holding all but ~exp(-40) of the stationary mass: where F rises 40 T above its
+    minimum on the outer sides, padded by 8 noise kicks a sigma. Kept tight on purpose: far out the
+    drift map x - a F'(x) overshoots, which would give the transfer operator spurious cycles."""
+    from scipy.optimize import brentq
+
     T = a * sigma**2 / 2
-    pad = 8 * math.sqrt(T / well.d2f(well.left)) + 8 * a * sigma
-    return well.left - pad - 0.5, well.right + pad + 0.5
+    level = min(well.f(well.left), well.f(well.right)) + 40 * T
+    lo = brentq(lambda x: well.f(x) - level, well.left - 100, well.left)
+    hi = brentq(lambda x: well.f(x) - level, well.right, well.right + 100)
+    return lo - 8 * a * sigma, hi + 8 * a * sigma
 
 
 def _figure(tab, coef, cov, target, well, sigma, n_ok, exact_coef) -> Figure:
