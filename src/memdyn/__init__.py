@@ -16,6 +16,7 @@ from .landscapes import (
     S1,
     TiltedWell,
 )
+from .markov import MarkovChain, gth_stationary
 from .noise import Gaussian, Minibatch, Noise, StateDependentGaussian, StudentT, s1_noise
 from .observers import FirstPassage, Moments, Occupation, Observer, Trace, intervals
 
@@ -26,6 +27,7 @@ __all__ = [
     "Landscape", "CriticalPoint", "Quadratic", "DoubleWell", "DoubleWellND", "S1", "BilinearCoupling",
     "TiltedWell", "Modulated", "LeastSquares",
     "Noise", "Gaussian", "StateDependentGaussian", "StudentT", "Minibatch", "s1_noise",
+    "MarkovChain", "gth_stationary",
     "Observer", "Trace", "Moments", "Occupation", "FirstPassage", "intervals",
     "__version__",
 ]
