@@ -1,0 +1,246 @@
+"""Recursive training: fit -> sample -> refit, over many independent replicates (MODEL.md §4).
+
+Generation g holds a data set of N points; a model P_g is fitted to it; the next data set is N
+draws from nu_g = (1 - alpha) P_g + alpha mu_0 (``alpha``: fraction of fresh real data). Strategy
+``"replace"`` fits each generation's model to the newest data only; ``"accumulate"`` fits it to
+all data drawn so far.
+
+* :func:`exact_fit`: the model is the empirical measure itself (a model that memorizes its
+  training points). Over the atoms s_1..s_n of mu_0 this is multi-type Wright-Fisher: with
+  alpha = 0 it collapses to one atom (a Dirac mass) almost surely.
+* :func:`gaussian_refit`: a Gaussian fitted by maximum likelihood (ddof 0) or unbiasedly (ddof 1).
+
+Randomness: replicates are grouped in blocks of :data:`REPLICATE_BLOCK`; block b uses the numpy
+generator spawned from ``SeedSequence(seed)`` with key b, so replicate r's history depends only on
+(seed, r), not on how many replicates run beside it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["REPLICATE_BLOCK", "ExactFitHistory", "exact_fit", "GaussianHistory", "gaussian_refit"]
+
+REPLICATE_BLOCK = 64
+_STRATEGIES = ("replace", "accumulate")
+
+
+def _check_common(alpha: float, generations: int, replicates: int, seed: int) -> None:
+    if not (0.0 <= alpha <= 1.0):
+        raise ValueError(f"alpha (fraction of fresh data) must be in [0, 1], got {alpha}")
+    if generations < 1:
+        raise ValueError(f"generations must be >= 1, got {generations}")
+    if replicates < 1:
+        raise ValueError(f"replicates must be >= 1, got {replicates}")
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+
+
+def _blocks(seed: int, replicates: int):
+    """(lo, hi, rng) per block of replicates. Every block simulates REPLICATE_BLOCK replicates
+    (the surplus of the last one is dropped), so a replicate's draws never depend on how many
+    replicates follow it."""
+    ss = np.random.SeedSequence(seed)
+    n_blocks = -(-replicates // REPLICATE_BLOCK)
+    for b, child in enumerate(ss.spawn(n_blocks)):
+        lo = b * REPLICATE_BLOCK
+        yield lo, min(replicates, lo + REPLICATE_BLOCK), np.random.default_rng(child)
+
+
+def _keep(lo, hi):
+    return slice(0, hi - lo)
+
+
+@dataclass
+class ExactFitHistory:
+    """Per-generation observables of exact-fit recursive training, shape (replicates, G + 1)
+    (column g: generation g, column 0 the initial data).
+
+    Attributes
+    ----------
+    homozygosity : sum_i mu_g(i)^2 (probability that two draws coincide)
+    support : number of atoms with mu_g(i) > 0
+    entropy : -sum_i mu_g(i) ln mu_g(i) (nats)
+    distance : total variation 1/2 sum_i |mu_g(i) - mu_0(i)|
+    collapse_time : first generation with a single atom (-1: not collapsed), shape (replicates,)
+    collapse_atom : that atom (-1: not collapsed), shape (replicates,)
+    final_counts : counts of the last generation, shape (replicates, n_atoms)
+    """
+
+    homozygosity: np.ndarray
+    support: np.ndarray
+    entropy: np.ndarray
+    distance: np.ndarray
+    collapse_time: np.ndarray
+    collapse_atom: np.ndarray
+    final_counts: np.ndarray
+    N: int
+
+    @property
+    def heterozygosity(self) -> np.ndarray:
+        """H_g = 1 - sum_i mu_g(i)^2."""
+        return 1.0 - self.homozygosity
+
+
+def exact_fit(weights, N: int, generations: int, replicates: int, *, alpha: float = 0.0,
+              strategy: str = "replace", seed: int = 0) -> ExactFitHistory:
+    """Recursive training of a model that reproduces its training data exactly.
+
+    Each generation draws N points: with probability ``alpha`` a fresh draw from mu_0, otherwise
+    a uniformly chosen point of the current training set (replace: the last generation's N
+    points; accumulate: every point drawn so far), i.e. the new counts are
+    Multinomial(N, (1 - alpha) mu_g + alpha mu_0). With ``alpha = 0`` and ``replace`` this is
+    Wright-Fisher resampling: E[H_g] = (1 - 1/N)^g H_0 and the process collapses onto atom i with
+    probability mu_0(i).
+
+    Parameters
+    ----------
+    weights : array_like, shape (n_atoms,)
+        mu_0 over the training points (non-negative, normalised here). The initial data set is
+        N points laid out deterministically in proportion to the weights (largest remainders), so
+        mu_g(0) = mu_0 up to rounding to multiples of 1/N.
+    N : int
+        Data-set size per generation (>= 1).
+    generations, replicates : int
+    alpha : float in [0, 1]
+    strategy : "replace" or "accumulate"
+    seed : int
+
+    Returns
+    -------
+    ExactFitHistory
+    """
+    w = np.asarray(weights, dtype=np.float64).ravel()
+    if w.size == 0:
+        raise ValueError("weights (the training set) is empty")
+    if np.any(w < 0) or not np.all(np.isfinite(w)) or w.sum() <= 0:
+        raise ValueError("weights must be finite, >= 0 and not all 0")
+    if N < 1:
+        raise ValueError(f"N (data-set size) must be >= 1, got {N}")
+    if strategy not in _STRATEGIES:
+        raise ValueError(f"strategy must be one of {_STRATEGIES}, got {strategy!r}")
+    _check_common(alpha, generations, replicates, seed)
+    w = w / w.sum()
+    n = w.size
+    init = initial_counts(w, N)
+    G = generations
+    out = {k: np.empty((replicates, G + 1)) for k in ("homozygosity", "support", "entropy", "distance")}
+    ctime = np.full(replicates, -1, dtype=np.int64)
+    catom = np.full(replicates, -1, dtype=np.int64)
+    final = np.empty((replicates, n), dtype=np.int64)
+    for lo, hi, rng in _blocks(seed, replicates):
+        R, k = REPLICATE_BLOCK, _keep(lo, hi)
+        # counts are kept over the block's live atoms only (those some replicate still holds, or
+        # all atoms when fresh data can bring any back), so late generations cost O(live), not O(n)
+        live = np.arange(n) if alpha > 0 else np.flatnonzero(init)
+        counts = np.tile(init[live], (R, 1))
+        _record(out, lo, hi, 0, counts[k], N, w[live])
+        pool = counts.copy()  # accumulate: counts of every point drawn so far
+        for g in range(1, G + 1):
+            src = counts if strategy == "replace" else pool
+            p = src / src.sum(1, keepdims=True)
+            if alpha > 0:
+                p = (1 - alpha) * p + alpha * w
+            counts = rng.multinomial(N, p)
+            if strategy == "accumulate":
+                pool += counts
+            elif alpha == 0:
+                alive = counts.any(axis=0)
+                if not alive.all():
+                    live, counts = live[alive], counts[:, alive]
+            _record(out, lo, hi, g, counts[k], N, w[live])
+            single = (out["support"][lo:hi, g] == 1) & (ctime[lo:hi] < 0)
+            if single.any():
+                ctime[lo:hi][single] = g
+                catom[lo:hi][single] = live[counts[k][single].argmax(1)]
+        final[lo:hi] = 0
+        final[lo:hi, live] = counts[k]
+    return ExactFitHistory(out["homozygosity"], out["support"], out["entropy"], out["distance"], ctime, catom,
+                           final, N)
+
+
+def initial_counts(w: np.ndarray, N: int) -> np.ndarray:
+    """N points over atoms in proportion to ``w``, rounded by largest remainders."""
+    raw = w * N
+    counts = np.floor(raw).astype(np.int64)
+    short = N - counts.sum()
+    if short > 0:
+        counts[np.argsort(-(raw - counts), kind="stable")[:short]] += 1
+    return counts
+
+
+def _record(out, lo, hi, g, counts, N, mu0) -> None:
+    """Observables of generation g from counts (R, n), touching only the non-zero entries."""
+    R = counts.shape[0]
+    r, i = np.nonzero(counts)
+    mu = counts[r, i] / N
+    out["homozygosity"][lo:hi, g] = np.bincount(r, mu * mu, minlength=R)
+    out["support"][lo:hi, g] = np.bincount(r, minlength=R)
+    out["entropy"][lo:hi, g] = -np.bincount(r, mu * np.log(mu), minlength=R)
+    # TV = 1/2 (sum over present atoms |mu - mu0| + mass of mu0 on absent atoms)
+    present_gap = np.bincount(r, np.abs(mu - mu0[i]), minlength=R)
+    present_mass = np.bincount(r, mu0[i], minlength=R)  # mu0 here is restricted to the columns
+    out["distance"][lo:hi, g] = 0.5 * (present_gap + 1.0 - present_mass)
+
+
+@dataclass
+class GaussianHistory:
+    """Fitted parameters per generation, shape (replicates, G + 1); column 0 is the fit to the
+    initial real data set."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+
+def gaussian_refit(M: int, generations: int, replicates: int, *, mean: float = 0.0, std: float = 1.0,
+                   alpha: float = 0.0, strategy: str = "replace", ddof: int = 0, seed: int = 0) -> GaussianHistory:
+    """Recursive Gaussian refits: fit N(m_g, s_g^2) to the data, draw M new points, repeat.
+
+    With ``replace``, ``alpha = 0`` and the MLE (ddof 0): E[s_g^2] = s_0^2 (1 - 1/M)^g exactly
+    (conditionally on the initial fit) and the median of s_g decays like e^{-g/M}; with
+    ``accumulate`` s_g stays near the truth.
+
+    Parameters
+    ----------
+    M : int
+        Points drawn per generation (>= 2).
+    mean, std : float
+        The real distribution N(mean, std^2) (std > 0): the initial data and the fresh data.
+    alpha : float in [0, 1]
+        Fraction of each generation's points drawn from the real distribution.
+    strategy : "replace" or "accumulate"
+    ddof : 0 (maximum likelihood) or 1 (unbiased)
+    """
+    if M < 2:
+        raise ValueError(f"M (points per generation) must be >= 2, got {M}")
+    if not std > 0:
+        raise ValueError(f"std must be > 0, got {std}")
+    if strategy not in _STRATEGIES:
+        raise ValueError(f"strategy must be one of {_STRATEGIES}, got {strategy!r}")
+    if ddof not in (0, 1):
+        raise ValueError(f"ddof must be 0 or 1, got {ddof}")
+    _check_common(alpha, generations, replicates, seed)
+    G = generations
+    means = np.empty((replicates, G + 1))
+    stds = np.empty((replicates, G + 1))
+    for lo, hi, rng in _blocks(seed, replicates):
+        R, k = REPLICATE_BLOCK, _keep(lo, hi)
+        x = rng.normal(mean, std, (R, M))
+        s1, s2, cnt = x.sum(1), (x * x).sum(1), M
+        for g in range(G + 1):
+            m = s1 / cnt
+            var = np.maximum(s2 / cnt - m * m, 0.0) * cnt / (cnt - ddof)
+            means[lo:hi, g], stds[lo:hi, g] = m[k], np.sqrt(var[k])
+            if g == G:
+                break
+            x = m[:, None] + np.sqrt(var)[:, None] * rng.standard_normal((R, M))
+            if alpha > 0:
+                fresh = rng.random((R, M)) < alpha
+                x[fresh] = rng.normal(mean, std, int(fresh.sum()))
+            if strategy == "replace":
+                s1, s2, cnt = x.sum(1), (x * x).sum(1), M
+            else:
+                s1, s2, cnt = s1 + x.sum(1), s2 + (x * x).sum(1), cnt + M
+    return GaussianHistory(means, stds)

@@ -1,0 +1,72 @@
+import math
+
+import numpy as np
+import pytest
+from scipy.special import digamma
+from scipy.stats import binom
+
+from memdyn.claims import Z_TOL, mean_se
+from memdyn.collapse import exact_fit, gaussian_refit, initial_counts
+from memdyn.markov import MarkovChain
+
+
+def test_initial_counts_largest_remainder():
+    c = initial_counts(np.array([0.5, 0.3, 0.2]), 7)
+    assert c.sum() == 7 and c.tolist() == [4, 2, 1]
+
+
+def test_heterozygosity_decays_exactly_and_collapse_follows_weights():
+    w, N, R = np.array([0.5, 0.3, 0.2]), 20, 3000
+    h = exact_fit(w, N, 400, R, seed=3)
+    H0 = h.heterozygosity[0, 0]
+    for g in (1, 5, 20, 60):
+        m, se = mean_se(h.heterozygosity[:, g])
+        assert abs(m - H0 * (1 - 1 / N) ** g) < Z_TOL * se
+    assert np.all(h.collapse_time > 0)
+    mu0 = initial_counts(w, N) / N
+    frac = np.bincount(h.collapse_atom, minlength=3) / R
+    assert np.all(np.abs(frac - mu0) < Z_TOL * np.sqrt(mu0 * (1 - mu0) / R))
+    assert np.all(h.support[:, -1] == 1) and np.all(h.entropy[:, -1] == 0)
+
+
+def test_collapse_time_matches_absorbing_chain():
+    N, R = 12, 4000
+    h = exact_fit([0.5, 0.5], N, 2000, R, seed=4)
+    i = np.arange(N + 1)
+    mc = MarkovChain(binom.pmf(i[None, :], N, i[:, None] / N))
+    exact = mc.mean_absorption_time()[N // 2 - 1]
+    m, se = mean_se(h.collapse_time)
+    assert abs(m - exact) < Z_TOL * se
+
+
+def test_fresh_data_prevents_collapse_and_results_do_not_depend_on_replicate_count():
+    a = exact_fit(np.ones(5), 30, 300, 10, alpha=0.2, seed=5)
+    b = exact_fit(np.ones(5), 30, 300, 200, alpha=0.2, seed=5)
+    np.testing.assert_array_equal(a.homozygosity, b.homozygosity[:10])
+    assert np.all(b.collapse_time == -1)
+    acc = exact_fit(np.ones(5), 30, 100, 50, strategy="accumulate", seed=5)
+    assert np.all(acc.final_counts.sum(1) == 30)
+
+
+def test_gaussian_refit_laws():
+    M, R, G = 10, 4000, 40
+    h = gaussian_refit(M, G, R, seed=6)
+    var = h.std**2
+    for g in (0, 5, 10):  # E[s_g^2] = (1 - 1/M)^(g + 1) sigma_0^2 (the real data's MLE contributes one factor)
+        m, se = mean_se(var[:, g])
+        assert abs(m - (1 - 1 / M) ** (g + 1)) < Z_TOL * se
+    step = digamma((M - 1) / 2) + math.log(2 / M)  # E ln(chi2_{M-1} / M)
+    m, se = mean_se(np.log(var[:, G]))
+    assert abs(m - (G + 1) * step) < Z_TOL * se
+    acc = gaussian_refit(M, G, R, strategy="accumulate", seed=6)
+    assert np.median(acc.std[:, -1]) > 0.8 > np.median(h.std[:, -1])
+
+
+@pytest.mark.parametrize("kw, msg", [
+    ({"alpha": -0.1}, "alpha"), ({"alpha": 1.5}, "alpha"), ({"N": 0}, "N"), ({"weights": []}, "empty"),
+    ({"strategy": "mix"}, "strategy"),
+])
+def test_bad_input(kw, msg):
+    args = {"weights": [1.0, 1.0], "N": 5, "generations": 3, "replicates": 2} | kw
+    with pytest.raises(ValueError, match=msg):
+        exact_fit(args.pop("weights"), args.pop("N"), args.pop("generations"), args.pop("replicates"), **args)
