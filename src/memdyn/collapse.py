@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["REPLICATE_BLOCK", "ExactFitHistory", "exact_fit", "GaussianHistory", "gaussian_refit"]
+__all__ = ["REPLICATE_BLOCK", "ExactFitHistory", "exact_fit", "GaussianHistory", "gaussian_refit", "wright_fisher_chain"]
 
-REPLICATE_BLOCK = 64
+REPLICATE_BLOCK = 256
 _STRATEGIES = ("replace", "accumulate")
 
 
@@ -244,3 +244,38 @@ def gaussian_refit(M: int, generations: int, replicates: int, *, mean: float = 0
             else:
                 s1, s2, cnt = s1 + x.sum(1), s2 + (x * x).sum(1), cnt + M
     return GaussianHistory(means, stds)
+
+
+def wright_fisher_chain(N: int, K: int):
+    """The exact K-type Wright-Fisher chain on compositions of N (absorbing at the K monomorphic
+    states), for checking :func:`exact_fit` against absorbing-chain values.
+
+    Returns
+    -------
+    chain : memdyn.markov.MarkovChain
+    states : ndarray, shape (n_states, K)
+        The composition (counts per type) of each state.
+    """
+    from itertools import combinations
+
+    from scipy.special import gammaln
+
+    from .markov import MarkovChain
+
+    if N < 1 or K < 2:
+        raise ValueError(f"need N >= 1 and K >= 2, got N={N}, K={K}")
+    states = []
+    for bars in combinations(range(N + K - 1), K - 1):
+        edges = (-1, *bars, N + K - 1)
+        states.append([edges[j + 1] - edges[j] - 1 for j in range(K)])
+    S = np.asarray(states, dtype=np.int64)
+    if len(S) > 5000:
+        raise ValueError(f"{len(S)} states: too many for the exact chain (use a smaller N or K)")
+    p = S / N
+    # log multinomial pmf of every target composition from every source composition (0 log 0 = 0)
+    log_coef = gammaln(N + 1) - gammaln(S + 1).sum(1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(S[None, :, :] > 0, S[None, :, :] * np.log(p)[:, None, :], 0.0)
+    P = np.exp(log_coef[None, :] + terms.sum(2))
+    P /= P.sum(1, keepdims=True)
+    return MarkovChain(P), S

@@ -1,10 +1,11 @@
 """The experiment catalogue of MODEL.md: one module per experiment id, registered here."""
 
 from .base import ConfigError, Context, Experiment, Outcome
+from .collapse import Collapse
 from .gibbs import Gibbs
 from .timescales import Timescales
 
 #: every registered experiment, in the order of the default suite
-EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (Timescales(), Gibbs())}
+EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (Timescales(), Gibbs(), Collapse())}
 
 __all__ = ["EXPERIMENTS", "ConfigError", "Context", "Experiment", "Outcome"]

@@ -1,0 +1,29 @@
+"""Each experiment's --quick form: all claims hold, tables have no NaN, figures are written."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from memdyn.runner import run_suite
+
+
+@pytest.mark.parametrize("name", ["gibbs", "collapse"])
+def test_quick_experiment_claims_hold(tmp_path, name):
+    summary = run_suite([name], tmp_path / "run", quick=True, seed=1)
+    assert not summary.errors
+    failing = [c["name"] for c in summary.claims if not c["holds"]]
+    assert summary.claims and not failing, failing
+    res = json.loads((tmp_path / f"run/{name}/results.json").read_text())
+    for t in res["tables"]:
+        assert not pd.read_parquet(tmp_path / "run" / t).isna().any().any()
+    for f in res["figures"]:
+        assert (tmp_path / "run" / f["file"]).stat().st_size > 10_000 and f["caption"]
+
+
+def test_default_run_links_latest(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    summary = run_suite(["timescales"], None, quick=True, sets=["chains=200", "relax=5"], runs_dir="runs")
+    latest = tmp_path / "runs/latest"
+    assert latest.is_symlink() and latest.resolve() == summary.out.resolve()
+    assert (latest / "report.html").exists()
