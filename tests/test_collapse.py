@@ -6,7 +6,7 @@ from scipy.special import digamma
 from scipy.stats import binom
 
 from memdyn.claims import Z_TOL, mean_se
-from memdyn.collapse import exact_fit, gaussian_refit, initial_counts
+from memdyn.collapse import exact_fit, gaussian_refit, initial_counts, kde_refit, mixture_refit
 from memdyn.markov import MarkovChain
 
 
@@ -70,3 +70,20 @@ def test_bad_input(kw, msg):
     args = {"weights": [1.0, 1.0], "N": 5, "generations": 3, "replicates": 2} | kw
     with pytest.raises(ValueError, match=msg):
         exact_fit(args.pop("weights"), args.pop("N"), args.pop("generations"), args.pop("replicates"), **args)
+
+
+def test_kde_refit_variance_recursion_and_mixture_modes_merge():
+    M, h, G, R = 10, 0.3, 30, 4000
+    k = kde_refit(M, G, R, bandwidth=h, seed=7)
+    a = 1 - 1 / M
+    m, se = mean_se(k.std[:, G] ** 2)
+    assert abs(m - (a ** (G + 1) + h * h * a * (1 - a**G) / (1 - a))) < Z_TOL * se
+    mix = mixture_refit(40, 60, 64, seed=8)
+    assert np.all(mix.modes[:, 0] == 2)  # the real distribution is clearly bimodal
+    assert (mix.modes[:, -1] >= 2).mean() < 0.9  # modes merge under refitting
+    np.testing.assert_allclose(mix.weights.sum(2), 1.0, atol=1e-9)
+
+
+def test_gaussian_refit_tiny_variances_stay_finite():
+    h = gaussian_refit(5, 300, 64, seed=9)  # s_g^2 ~ e^-150: no cancellation to 0 or NaN
+    assert np.all(np.isfinite(np.log(h.std[:, -1]))) and np.all(h.std[:, -1] > 0)

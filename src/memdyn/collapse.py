@@ -21,7 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["REPLICATE_BLOCK", "ExactFitHistory", "exact_fit", "GaussianHistory", "gaussian_refit", "wright_fisher_chain"]
+__all__ = [
+    "REPLICATE_BLOCK", "ExactFitHistory", "exact_fit", "GaussianHistory", "gaussian_refit", "kde_refit",
+    "MixtureHistory", "mixture_refit", "wright_fisher_chain",
+]
 
 REPLICATE_BLOCK = 256
 _STRATEGIES = ("replace", "accumulate")
@@ -228,21 +231,32 @@ def gaussian_refit(M: int, generations: int, replicates: int, *, mean: float = 0
     for lo, hi, rng in _blocks(seed, replicates):
         R, k = REPLICATE_BLOCK, _keep(lo, hi)
         x = rng.normal(mean, std, (R, M))
-        s1, s2, cnt = x.sum(1), (x * x).sum(1), M
+        cnt, m, m2 = M, x.mean(1), ((x - x.mean(1, keepdims=True)) ** 2).sum(1)
         for g in range(G + 1):
-            m = s1 / cnt
-            var = np.maximum(s2 / cnt - m * m, 0.0) * cnt / (cnt - ddof)
+            # (count, mean, sum of squared deviations): two-pass per batch and Chan's merge, because
+            # s_g^2 falls far below mean^2 and a raw second moment would cancel catastrophically
+            var = m2 / (cnt - ddof)
             means[lo:hi, g], stds[lo:hi, g] = m[k], np.sqrt(var[k])
             if g == G:
                 break
-            x = m[:, None] + np.sqrt(var)[:, None] * rng.standard_normal((R, M))
+            z = rng.standard_normal((R, M))
             if alpha > 0:
+                x = m[:, None] + np.sqrt(var)[:, None] * z
                 fresh = rng.random((R, M)) < alpha
                 x[fresh] = rng.normal(mean, std, int(fresh.sum()))
+                bm = x.mean(1)
+                bm2 = ((x - bm[:, None]) ** 2).sum(1)
+            else:  # statistics of m + s z from z itself: exact even when s << ulp(m)
+                zbar = z.mean(1)
+                bm = m + np.sqrt(var) * zbar
+                bm2 = var * ((z - zbar[:, None]) ** 2).sum(1)
             if strategy == "replace":
-                s1, s2, cnt = x.sum(1), (x * x).sum(1), M
+                cnt, m, m2 = M, bm, bm2
             else:
-                s1, s2, cnt = s1 + x.sum(1), s2 + (x * x).sum(1), cnt + M
+                delta = bm - m
+                m2 = m2 + bm2 + delta**2 * cnt * M / (cnt + M)
+                m = m + delta * M / (cnt + M)
+                cnt += M
     return GaussianHistory(means, stds)
 
 
@@ -279,3 +293,110 @@ def wright_fisher_chain(N: int, K: int):
     P = np.exp(log_coef[None, :] + terms.sum(2))
     P /= P.sum(1, keepdims=True)
     return MarkovChain(P), S
+
+
+def kde_refit(M: int, generations: int, replicates: int, *, bandwidth: float, mean: float = 0.0, std: float = 1.0,
+              alpha: float = 0.0, seed: int = 0) -> GaussianHistory:
+    """Recursive kernel-density refits (replace strategy): each generation draws M points from
+    the Gaussian KDE of the last generation's data, i.e. a uniformly chosen data point plus
+    ``bandwidth`` times a standard normal.
+
+    The MLE variance then obeys E[s_{g+1}^2 | data] = (1 - 1/M)(s_g^2 + h^2) exactly, so with a
+    fixed bandwidth the spread settles at (M - 1) h^2 instead of collapsing.
+
+    Returns
+    -------
+    GaussianHistory
+        Mean and MLE standard deviation of each generation's data.
+    """
+    if M < 2:
+        raise ValueError(f"M (points per generation) must be >= 2, got {M}")
+    if not bandwidth > 0:
+        raise ValueError(f"bandwidth must be > 0, got {bandwidth}")
+    if not std > 0:
+        raise ValueError(f"std must be > 0, got {std}")
+    _check_common(alpha, generations, replicates, seed)
+    G = generations
+    means, stds = np.empty((replicates, G + 1)), np.empty((replicates, G + 1))
+    for lo, hi, rng in _blocks(seed, replicates):
+        R, k = REPLICATE_BLOCK, _keep(lo, hi)
+        x = rng.normal(mean, std, (R, M))
+        for g in range(G + 1):
+            means[lo:hi, g], stds[lo:hi, g] = x.mean(1)[k], x.std(1)[k]
+            if g == G:
+                break
+            parents = np.take_along_axis(x, rng.integers(0, M, (R, M)), axis=1)
+            x = parents + bandwidth * rng.standard_normal((R, M))
+            if alpha > 0:
+                fresh = rng.random((R, M)) < alpha
+                x[fresh] = rng.normal(mean, std, int(fresh.sum()))
+    return GaussianHistory(means, stds)
+
+
+@dataclass
+class MixtureHistory:
+    """Fitted 1-D Gaussian mixtures per generation: arrays of shape (replicates, G + 1, K) for
+    ``weights``, ``means``, ``stds``, and the number of modes (local maxima) of the fitted density,
+    shape (replicates, G + 1)."""
+
+    weights: np.ndarray
+    means: np.ndarray
+    stds: np.ndarray
+    modes: np.ndarray
+
+
+def mixture_refit(M: int, generations: int, replicates: int, *, centers=(-2.0, 2.0), std: float = 0.5,
+                  em_iterations: int = 10, seed: int = 0) -> MixtureHistory:
+    """Recursive refits of a K-component 1-D Gaussian mixture by EM (replace strategy).
+
+    The real distribution is an equal mixture of N(c_k, std^2) over ``centers``; each generation
+    fits a K-component mixture to the M current points (EM warm-started from the previous fit,
+    ``em_iterations`` steps) and draws M new points from it. Modes merge and disappear as the
+    finite-sample noise of the refits accumulates.
+    """
+    c = np.asarray(centers, dtype=np.float64).ravel()
+    K = c.size
+    if K < 1 or M < 2 * K:
+        raise ValueError(f"need at least one center and M >= 2K, got K={K}, M={M}")
+    if not std > 0:
+        raise ValueError(f"std must be > 0, got {std}")
+    _check_common(0.0, generations, replicates, seed)
+    G = generations
+    W, MU, SD = (np.empty((replicates, G + 1, K)) for _ in range(3))
+    modes = np.empty((replicates, G + 1), dtype=np.int64)
+    t = np.linspace(0.0, 1.0, 600)
+    for lo, hi, rng in _blocks(seed, replicates):
+        R, k = REPLICATE_BLOCK, _keep(lo, hi)
+        x = c[rng.integers(0, K, (R, M))] + std * rng.standard_normal((R, M))
+        w, mu, sd = np.full((R, K), 1.0 / K), np.tile(c, (R, 1)), np.full((R, K), std)
+        for g in range(G + 1):
+            w, mu, sd = _em(x, w, mu, sd, em_iterations)
+            W[lo:hi, g], MU[lo:hi, g], SD[lo:hi, g] = w[k], mu[k], sd[k]
+            lo_x, hi_x = (mu - 5 * sd).min(1, keepdims=True), (mu + 5 * sd).max(1, keepdims=True)
+            grid = lo_x + (hi_x - lo_x) * t[None, :]  # per replicate: the fit may have drifted
+            dens = (w[:, None, :] * np.exp(-0.5 * ((grid[:, :, None] - mu[:, None, :]) / sd[:, None, :]) ** 2)
+                    / sd[:, None, :]).sum(2)
+            d = np.diff(dens, axis=1)
+            modes[lo:hi, g] = ((d[:, :-1] > 0) & (d[:, 1:] <= 0)).sum(1)[k]
+            if g == G:
+                break
+            comp = (rng.random((R, M, 1)) > np.cumsum(w, 1)[:, None, :]).sum(2).clip(0, K - 1)
+            x = np.take_along_axis(mu, comp, 1) + np.take_along_axis(sd, comp, 1) * rng.standard_normal((R, M))
+    return MixtureHistory(W, MU, SD, modes)
+
+
+def _em(x, w, mu, sd, iterations):
+    """Vectorised EM for 1-D Gaussian mixtures, x (R, M), parameters (R, K)."""
+    floor = 1e-3 * (x.std(1, keepdims=True) + 1e-12)
+    for _ in range(iterations):
+        z = (x[:, :, None] - mu[:, None, :]) / sd[:, None, :]
+        logp = np.log(np.maximum(w, 1e-300))[:, None, :] - np.log(sd)[:, None, :] - 0.5 * z * z
+        logp -= logp.max(2, keepdims=True)
+        r = np.exp(logp)
+        r /= r.sum(2, keepdims=True)
+        nk = r.sum(1) + 1e-12
+        w = nk / x.shape[1]
+        mu = (r * x[:, :, None]).sum(1) / nk
+        var = (r * (x[:, :, None] - mu[:, None, :]) ** 2).sum(1) / nk
+        sd = np.maximum(np.sqrt(var), floor)
+    return w, mu, sd
