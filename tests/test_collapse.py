@@ -87,3 +87,9 @@ def test_kde_refit_variance_recursion_and_mixture_modes_merge():
 def test_gaussian_refit_tiny_variances_stay_finite():
     h = gaussian_refit(5, 300, 64, seed=9)  # s_g^2 ~ e^-150: no cancellation to 0 or NaN
     assert np.all(np.isfinite(np.log(h.std[:, -1]))) and np.all(h.std[:, -1] > 0)
+
+
+def test_gaussian_distance_to_truth_grows_under_replace():
+    h = gaussian_refit(10, 100, 256, seed=10)
+    d = h.distance(0.0, 1.0)
+    assert d.shape == h.std.shape and np.median(d[:, -1]) > np.median(d[:, 0])

@@ -196,6 +196,11 @@ class GaussianHistory:
     mean: np.ndarray
     std: np.ndarray
 
+    def distance(self, mean: float = 0.0, std: float = 1.0) -> np.ndarray:
+        """2-Wasserstein distance of each generation's fit to the real N(mean, std^2):
+        sqrt((m_g - mean)^2 + (s_g - std)^2)."""
+        return np.sqrt((self.mean - mean) ** 2 + (self.std - std) ** 2)
+
 
 def gaussian_refit(M: int, generations: int, replicates: int, *, mean: float = 0.0, std: float = 1.0,
                    alpha: float = 0.0, strategy: str = "replace", ddof: int = 0, seed: int = 0) -> GaussianHistory:
