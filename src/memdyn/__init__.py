@@ -5,7 +5,7 @@ The public API is re-exported here; everything else is private.
 
 from .collapse import exact_fit, gaussian_refit
 from .dynamics import BLOCK, DivergenceError, Simulation, fast_equilibrium, fast_ode, simulate, slow_ode, stationary_1d
-from . import episodes
+from . import episodes, ldp
 from .episodes import Episodes, StreamingDetector, core_sets
 from .landscapes import (
     BilinearCoupling,
@@ -30,7 +30,7 @@ __all__ = [
     "Landscape", "CriticalPoint", "Quadratic", "DoubleWell", "DoubleWellND", "S1", "BilinearCoupling",
     "TiltedWell", "Modulated", "LeastSquares",
     "Noise", "Gaussian", "StateDependentGaussian", "StudentT", "Minibatch", "s1_noise",
-    "episodes", "Episodes", "StreamingDetector", "core_sets",
+    "episodes", "ldp", "Episodes", "StreamingDetector", "core_sets",
     "MarkovChain", "gth_stationary", "exact_fit", "gaussian_refit",
     "Observer", "Trace", "Moments", "Occupation", "FirstPassage", "intervals",
     "__version__",

@@ -26,7 +26,8 @@ import pandas as pd
 from matplotlib.figure import Figure as MplFigure
 from pydantic import Field
 
-from ..claims import claim, mean_se, weighted_line_fit
+from ..claims import claim, mean_se
+from ..ldp import gibbs_fit
 from ..dynamics import simulate, stationary_1d
 from ..landscapes import DoubleWell
 from ..noise import Gaussian
@@ -121,19 +122,18 @@ class Gibbs(Experiment):
             claims.append(claim(f"right-well occupation at a={a:.4g}", p_exact, p, se,
                                 detail="exact stationary law of the discrete chain (transfer operator)"))
         tab = pd.DataFrame(rows)
-        coef, cov = weighted_line_fit(tab["step"], tab["a_log_ratio"], tab["a_log_ratio_se"])
-        chi2 = float(np.sum(((tab["a_log_ratio"] - coef[0] - coef[1] * tab["step"]) / tab["a_log_ratio_se"]) ** 2))
-        claims.insert(0, claim("a*ln(occupation ratio) extrapolated to a->0", target, coef[0], math.sqrt(cov[0, 0]),
+        res = gibbs_fit(tab["step"], tab["a_log_ratio"], tab["a_log_ratio_se"])
+        chi2 = res["chi2"]
+        claims.insert(0, claim("a*ln(occupation ratio) extrapolated to a->0", target, res["intercept"], res["intercept_se"],
                                detail=f"Gibbs / Freidlin-Wentzell: -2 dF / sigma^2, dF = {dF:.4g}; "
                                       f"line fit chi2 = {chi2:.2f} on {len(tab) - 2} dof"))
-        fit = pd.DataFrame([{"intercept": coef[0], "intercept_se": math.sqrt(cov[0, 0]), "slope": coef[1],
-                             "slope_se": math.sqrt(cov[1, 1]), "chi2": chi2, "dof": len(tab) - 2, "predicted": target,
+        fit = pd.DataFrame([{**res, "predicted": target,
                              "delta_f": dF, "sigma": sigma}])
         # the same fit through the exact discrete-chain values: the extrapolation's own systematic error
-        exact_coef, _ = weighted_line_fit(tab["step"], tab["a_log_ratio_exact"], tab["a_log_ratio_se"])
-        fit["intercept_exact_chain"] = exact_coef[0]
+        exact = gibbs_fit(tab["step"], tab["a_log_ratio_exact"], tab["a_log_ratio_se"])
+        fit["intercept_exact_chain"] = exact["intercept"]
         n_ok = sum(c.holds for c in claims[1:])
-        fig = _figure(tab, coef, cov, target, well, sigma, n_ok, exact_coef)
+        fig = _figure(tab, res, target, well, sigma, n_ok, exact)
         return Outcome(claims, {"occupation": tab, "fit": fit}, [fig])
 
 
@@ -150,7 +150,7 @@ def _support(well: DoubleWell, sigma: float, a: float) -> tuple[float, float]:
     return lo - 8 * a * sigma, hi + 8 * a * sigma
 
 
-def _figure(tab, coef, cov, target, well, sigma, n_ok, exact_coef) -> Figure:
+def _figure(tab, res, target, well, sigma, n_ok, exact) -> Figure:
     fig = MplFigure(figsize=(10, 4))
     ax1, ax2 = fig.subplots(1, 2)
     xs = np.linspace(-1.8, 1.8, 400)
@@ -164,17 +164,17 @@ def _figure(tab, coef, cov, target, well, sigma, n_ok, exact_coef) -> Figure:
                  label="SGD, measured (95% CI)")
     ax2.plot(a, tab["a_log_ratio_exact"], "s", mfc="none", color="C0", label="exact discrete chain")
     grid = np.linspace(0, a.max() * 1.05, 50)
-    ax2.plot(grid, coef[0] + coef[1] * grid, "--", color="C1", label="weighted line fit (measured)")
-    ax2.plot(grid, exact_coef[0] + exact_coef[1] * grid, ":", color="C0", label="same fit, exact discrete chain")
-    ax2.errorbar([0], [coef[0]], yerr=[1.96 * math.sqrt(cov[0, 0])], fmt="D", color="C1", capsize=3)
+    ax2.plot(grid, res["intercept"] + res["slope"] * grid, "--", color="C1", label="weighted line fit (measured)")
+    ax2.plot(grid, exact["intercept"] + exact["slope"] * grid, ":", color="C0", label="same fit, exact discrete chain")
+    ax2.errorbar([0], [res["intercept"]], yerr=[1.96 * res["intercept_se"]], fmt="D", color="C1", capsize=3)
     ax2.plot([0], [target], "*", ms=14, color="C3", label=f"-2 dF / sigma^2 = {target:.4f}")
     ax2.set_xlabel("step size a")
     ax2.set_ylabel("a ln(mu(right) / mu(left))")
     ax2.set_title("Gibbs limit of the occupation ratio")
     ax2.legend(fontsize=8)
-    se0 = math.sqrt(cov[0, 0])
+    se0 = res["intercept_se"]
     caption = (f"Theory: a ln(occupation ratio) -> -2 dF/sigma^2 = {target:.4f} as a -> 0 (long-run law ~ "
-               f"exp(-2F/(a sigma^2))). Seen: the line through the measured points extrapolates to {coef[0]:.4f} "
+               f"exp(-2F/(a sigma^2))). Seen: the line through the measured points extrapolates to {res['intercept']:.4f} "
                f"+- {1.96 * se0:.4f} (95% CI); {n_ok} of {len(tab)} measured occupations agree with the exact discrete "
-               f"chain, whose own line extrapolates to {exact_coef[0]:.4f} (the method's systematic error).")
+               f"chain, whose own line extrapolates to {exact['intercept']:.4f} (the method's systematic error).")
     return Figure("gibbs", fig, caption)
