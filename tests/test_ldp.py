@@ -76,3 +76,36 @@ def test_bad_costs():
         fw_energies([[0, -1], [1, 0]])
     with pytest.raises(ValueError, match="reaches component"):
         fw_energies([[0, np.inf], [1, 0]])
+
+
+def test_mean_exit_time_1d_approaches_kramers_at_low_temperature():
+    from memdyn import DoubleWell
+    from memdyn.ldp import mean_exit_time_1d
+
+    w = DoubleWell(-1, 0.2, 1)
+    ratios = []
+    for a in (0.02, 0.005):
+        sigma = 1.0
+        kramers = 2 * math.pi / math.sqrt(w.d2f(-1) * abs(w.d2f(0.2))) * math.exp(
+            2 * w.barrier("left") / (a * sigma**2)) / a
+        ratios.append(mean_exit_time_1d(w, sigma, a, -1.0, 1.0) / kramers)
+    assert abs(ratios[1] - 1) < abs(ratios[0] - 1) and abs(ratios[1] - 1) < 0.05
+
+
+def test_bridge_corrected_exit_times_match_exact_mean():
+    import torch
+
+    from memdyn import DoubleWell, ExitTime, Gaussian, simulate
+    from memdyn.claims import mean_se
+    from memdyn.ldp import mean_exit_time_1d
+
+    w, a, sigma, b = DoubleWell(-1, 0.2, 1), 0.04, 2.6, 1.0
+    exact = mean_exit_time_1d(w, sigma, a, -1.0, b)
+    sim = simulate(w, Gaussian(sigma), a, int(8 * exact), 2000, init=[-1.0], seed=2, dtype=torch.float64,
+                   observers=[ExitTime(lambda th: b - th[:, 0], (a * sigma) ** 2)])
+    r = sim["exit_time"]
+    assert r.exited.mean() > 0.99
+    ok = r.exited
+    assert np.all(r.bridge_time[ok] <= r.grid_time[ok] + 1e-9)  # the bridge only adds crossings
+    m, se = mean_se(r.bridge_time[ok])
+    assert abs(m - exact) < 4 * se

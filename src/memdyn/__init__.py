@@ -21,7 +21,7 @@ from .landscapes import (
 )
 from .markov import MarkovChain, gth_stationary
 from .noise import Gaussian, Minibatch, Noise, StateDependentGaussian, StudentT, s1_noise
-from .observers import FirstPassage, Moments, Occupation, Observer, Trace, intervals
+from .observers import ExitTime, FirstPassage, Moments, Occupation, Observer, Trace, intervals
 
 __version__ = "0.1.0"
 
@@ -32,6 +32,6 @@ __all__ = [
     "Noise", "Gaussian", "StateDependentGaussian", "StudentT", "Minibatch", "s1_noise",
     "episodes", "ldp", "Episodes", "StreamingDetector", "core_sets",
     "MarkovChain", "gth_stationary", "exact_fit", "gaussian_refit",
-    "Observer", "Trace", "Moments", "Occupation", "FirstPassage", "intervals",
+    "Observer", "ExitTime", "Trace", "Moments", "Occupation", "FirstPassage", "intervals",
     "__version__",
 ]

@@ -3,11 +3,12 @@
 from .base import ConfigError, Context, Experiment, Outcome
 from .collapse import Collapse
 from .degeneration import Degeneration
+from .exit_times import ExitTimes
 from .gibbs import Gibbs
 from .refit import Refit
 from .timescales import Timescales
 
 #: every registered experiment, in the order of the default suite
-EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (Timescales(), Gibbs(), Collapse(), Degeneration(), Refit())}
+EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (Timescales(), Gibbs(), ExitTimes(), Collapse(), Degeneration(), Refit())}
 
 __all__ = ["EXPERIMENTS", "ConfigError", "Context", "Experiment", "Outcome"]
