@@ -112,7 +112,7 @@ def _resolve_device(device) -> torch.device:
     return dev
 
 
-def _initial_states(init, n: int, dim: int, seed: int, dtype, device) -> torch.Tensor | Callable:
+def _initial_states(init, n: int, dim: int, dtype, device) -> torch.Tensor | Callable:
     if callable(init):
         return init
     arr = torch.as_tensor(np.asarray(init, dtype=np.float64), dtype=dtype, device=device)
@@ -198,7 +198,7 @@ def simulate(
     per_chunk = n_blocks if chunk_size is None else max(1, -(-int(chunk_size) // BLOCK))
     if chunk_size is None:  # keep a tile of raw draws under ~256 MB
         per_chunk = max(1, min(n_blocks, (1 << 26) // (T * BLOCK * width)))
-    init_src = _initial_states(init, n_chains, dim, seed, dtype, device)
+    init_src = _initial_states(init, n_chains, dim, dtype, device)
     a = float(step)
 
     if progress is None:

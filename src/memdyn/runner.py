@@ -106,10 +106,9 @@ def run_suite(names: list[str], out: str | os.PathLike | None = None, *, quick: 
         raise ConfigError(f"invalid value for seed={seed}: must be >= 0")
     configs = resolve_configs(list(names), quick, list(sets))
     if out is None:
-        runs = Path(runs_dir)
-        out = _default_out(runs)
+        out = _default_out(Path(runs_dir))
     store = RunStore(out)
-    if out is not None and Path(out).parent == Path(runs_dir) and Path(out).name != "latest":
+    if Path(out).parent == Path(runs_dir) and Path(out).name != "latest":
         _link_latest(Path(runs_dir), Path(out))
 
     new = {n: c.model_dump() for n, c in configs.items()}
