@@ -44,7 +44,7 @@ __all__ = [
 
 #: Chains per random stream. Part of the definition of a seed's streams: do not change.
 BLOCK = 1024
-_TILE_ELEMENTS = 1 << 18
+_TILE_ELEMENTS = 1 << 22
 _MASK64 = (1 << 64) - 1
 
 
@@ -239,8 +239,11 @@ def simulate(
             tile = k // T
             for b in range(b0, b1):
                 gen.manual_seed(stream_seed(seed, b, tile))
-                noise.draw(gen, scratch)
-                raw[:, (b - b0) * BLOCK : (b - b0 + 1) * BLOCK] = scratch
+                if b1 - b0 == 1:  # one block: draw in place (same numbers, no copy)
+                    noise.draw(gen, raw)
+                else:
+                    noise.draw(gen, scratch)
+                    raw[:, (b - b0) * BLOCK : (b - b0 + 1) * BLOCK] = scratch
             snapshot.copy_(theta)
             k_snap = k_tile = k
             for t in range(min(T, n_steps - k)):
