@@ -327,7 +327,9 @@ class BilinearCoupling(Landscape):
         _check_theta(theta, self.dim)
         x, y = theta[:, : self.p], theta[:, self.p :]
         K = self._param("K", theta)
-        out[:, self.p :] = (x @ K).addcmul_(y, self._param("lam", theta))
+        slow = out[:, self.p :]  # a strided view: BLAS writes into it directly, no temporary
+        slow.copy_(y).mul_(self._param("lam", theta))
+        slow.addmm_(x, K)
         out[:, : self.p] = y @ K.T
 
     def hessian(self, theta=None):
