@@ -148,7 +148,10 @@ def _figure(tab, fits, V, well, claims) -> Figure:
             ax1.plot(inv, np.log(t["step"] * t["exact_sde"]), "s", mfc="none", color="k", label="exact SDE (quadrature)")
             xs = np.linspace(inv.min(), inv.max(), 20)
             m = fits[1][0]
-            ax1.plot(xs, m["log_prefactor"] + V * xs, "--", color="C3", label=f"slope V = {V:.3f} (theory)")
+            ax1.plot(xs, m["log_prefactor"] + m["barrier"] * xs, "-", color="C0", lw=0.8,
+                     label=f"fit: slope {m['barrier']:.3f}")
+            anchor = float(np.mean(y - V * inv))  # theory slope, placed through the data's centre
+            ax1.plot(xs, anchor + V * xs, "--", color="C3", label=f"slope V = {V:.3f} (theory)")
     ax1.set_xlabel("1 / a")
     ax1.set_ylabel("ln(a * mean exit time)")
     ax1.set_title("Arrhenius law of metastable exits")
@@ -159,6 +162,7 @@ def _figure(tab, fits, V, well, claims) -> Figure:
                  color="C0", capsize=3, label="Brownian-bridge corrected")
     ax2.axhline(1, color="k", lw=0.8)
     ax2.set_xlabel("step a")
+    ax2.set_xticks(t["step"], [f"{v:.3f}" for v in t["step"]])
     ax2.set_ylabel("mean exit time / exact SDE value")
     ax2.set_title("Discrete-time bias and its bridge correction (1-D)")
     ax2.legend(fontsize=8)
