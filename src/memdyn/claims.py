@@ -8,7 +8,10 @@ Convention (used by every experiment, stated once here):
   Z_TOL = 4 makes the chance that a true claim is reported as failing 6e-5 per claim (about 1e-3
   for a suite of a dozen claims), so a failure means a real discrepancy, not bad luck.
   ``abs_floor`` is used only for deterministic checks (se = 0), where it is the floating-point
-  tolerance of the computation.
+  tolerance of the computation or the accuracy target of a numerical method.
+* One-sided claims (``side="at_least"`` / ``"at_most"``: a convergence order of at least 1, an
+  action below the symmetric path's) hold when measured >= predicted - tolerance, or
+  measured <= predicted + tolerance.
 
 All numbers must be finite: a NaN never reaches results.json.
 """
@@ -38,14 +41,17 @@ class Claim:
     tolerance: float
     holds: bool
     detail: str = ""
+    side: str = "both"
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def claim(name: str, predicted: float, measured: float, se: float, *, abs_floor: float = 0.0,
-          detail: str = "") -> Claim:
+          detail: str = "", side: str = "both") -> Claim:
     """Build a :class:`Claim` from an estimate and its standard error (see module docstring)."""
+    if side not in ("both", "at_least", "at_most"):
+        raise ValueError(f"claim {name!r}: side must be 'both', 'at_least' or 'at_most', got {side!r}")
     vals = {"predicted": predicted, "measured": measured, "se": se}
     bad = [k for k, v in vals.items() if not math.isfinite(float(v))]
     if bad:
@@ -54,8 +60,9 @@ def claim(name: str, predicted: float, measured: float, se: float, *, abs_floor:
         raise ValueError(f"claim {name!r}: se must be >= 0, got {se}")
     predicted, measured, se = float(predicted), float(measured), float(se)
     tol = Z_TOL * se + abs_floor
-    return Claim(name, predicted, measured, measured - Z_CI * se, measured + Z_CI * se, tol,
-                 bool(abs(measured - predicted) <= tol), detail)
+    diff = measured - predicted
+    holds = {"both": abs(diff) <= tol, "at_least": diff >= -tol, "at_most": diff <= tol}[side]
+    return Claim(name, predicted, measured, measured - Z_CI * se, measured + Z_CI * se, tol, bool(holds), detail, side)
 
 
 def mean_se(samples) -> tuple[float, float]:

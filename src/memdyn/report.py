@@ -25,6 +25,9 @@ pre{background:#f7f7f7;padding:1em;overflow-x:auto;font-size:.85em}
 """
 
 
+_BOUND = {"at_least": "&ge; ", "at_most": "&le; "}
+
+
 def _num(x: float) -> str:
     return f"{x:.5g}"
 
@@ -48,14 +51,15 @@ def write_report(run_dir) -> Path:
         parts.append(f"<p class='err'><b>{html.escape(name)}</b>: {html.escape(msg)}</p>")
     parts.append("<h2>Claims</h2><p>Prediction of the theory beside the measurement; CI is the 95% confidence "
                  "interval of the measurement; a claim holds when |measured - predicted| &le; tolerance = 4 standard "
-                 "errors.</p>")
+                 "errors (plus the accuracy target of a deterministic computation); a predicted value marked &ge; or "
+                 "&le; is a one-sided bound.</p>")
     parts.append("<table><tr><th class='name'>experiment</th><th class='name'>claim</th><th>predicted</th>"
                  "<th>measured</th><th>95% CI</th><th>tolerance</th><th>verdict</th></tr>")
     for c in res["claims"]:
         ok = "<span class='ok'>holds</span>" if c["holds"] else "<span class='bad'>fails</span>"
         parts.append(f"<tr><td class='name'>{html.escape(c['experiment'])}</td>"
                      f"<td class='name' title='{html.escape(c.get('detail', ''))}'>{html.escape(c['name'])}</td>"
-                     f"<td>{_num(c['predicted'])}</td><td>{_num(c['measured'])}</td>"
+                     f"<td>{_BOUND.get(c.get('side', 'both'), '')}{_num(c['predicted'])}</td><td>{_num(c['measured'])}</td>"
                      f"<td>[{_num(c['ci_low'])}, {_num(c['ci_high'])}]</td><td>{_num(c['tolerance'])}</td>"
                      f"<td>{ok}</td></tr>")
     parts.append("</table>")

@@ -5,10 +5,13 @@ from .collapse import Collapse
 from .degeneration import Degeneration
 from .exit_times import ExitTimes
 from .gibbs import Gibbs
+from .noise_geometry import NoiseGeometry
+from .quasipotential import Quasipotential
 from .refit import Refit
 from .timescales import Timescales
 
 #: every registered experiment, in the order of the default suite
-EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (Timescales(), Gibbs(), ExitTimes(), Collapse(), Degeneration(), Refit())}
+EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (Timescales(), Gibbs(), NoiseGeometry(), ExitTimes(), Quasipotential(),
+                                                  Collapse(), Degeneration(), Refit())}
 
 __all__ = ["EXPERIMENTS", "ConfigError", "Context", "Experiment", "Outcome"]

@@ -91,36 +91,11 @@ class Gibbs(Experiment):
         rows, claims = [], []
         grid = self.grid(cfg)
         for a in grid:
-            lo, hi = _support(well, sigma, a)
-            n_cells = int(min(20000, max(3000, 12 * (hi - lo) / (a * sigma))))
-            x, pi, tmix = stationary_1d(well, sigma, a, lo, hi, n_cells)
-            p_exact = float(pi[x >= well.saddle].sum())
-            burn = int(math.ceil(5 * tmix))  # from the deeper well: residual bias <= e^-5 / mix of p
-            n_steps = burn + int(math.ceil(cfg.mix * tmix))
-            if n_steps * cfg.chains > MAX_CHAIN_STEPS:
-                raise ConfigError(f"gibbs: at step {a:g} the chain mixes in {tmix:.3g} steps, so {n_steps * cfg.chains:.3g} "
-                                  f"chain-steps would be needed (limit {MAX_CHAIN_STEPS:.0e}): raise scale, lower sigma, "
-                                  "or use fewer chains")
-            every = max(1, int(tmix // 50))
-
-            def cell(a=a, n_steps=n_steps, burn=burn, every=every):
-                sim = simulate(well, Gaussian(sigma), float(a), n_steps, cfg.chains, init=[deep],
-                               seed=ctx.seed_for("a", float(a)), dtype=getattr(torch, cfg.dtype), progress=ctx.progress,
-                               observers=[Occupation(intervals([-np.inf, well.saddle, np.inf]), 2, start=burn,
-                                                     every=every)])
-                return {"right": sim["occupation"].fractions[:, 1]}
-
-            frac = ctx.cell(f"a={a:.6g}", cell)["right"]
-            p, se = mean_se(frac)
-            if not 0 < p < 1:
-                raise ExperimentError(f"at a={a:g} every chain stayed in one well (p={p}); raise mix or chains")
-            y = a * math.log(p / (1 - p))
-            y_se = a * se / (p * (1 - p))
-            rows.append({"step": a, "temperature": a * sigma**2 / 2, "mixing_steps": tmix, "n_steps": n_steps,
-                         "p_right": p, "p_right_se": se, "p_right_exact": p_exact, "a_log_ratio": y,
-                         "a_log_ratio_se": y_se, "a_log_ratio_exact": a * math.log(p_exact / (1 - p_exact))})
-            claims.append(claim(f"right-well occupation at a={a:.4g}", p_exact, p, se,
-                                detail="exact stationary law of the discrete chain (transfer operator)"))
+            row = right_occupation(well, sigma, Gaussian(sigma), float(a), cfg.chains, cfg.mix, deep, ctx,
+                                   getattr(torch, cfg.dtype), f"a={a:.6g}")
+            rows.append({**row, "temperature": a * sigma**2 / 2})
+            claims.append(claim(f"right-well occupation at a={a:.4g}", row["p_right_exact"], row["p_right"],
+                                row["p_right_se"], detail="exact stationary law of the discrete chain (transfer operator)"))
         tab = pd.DataFrame(rows)
         res = gibbs_fit(tab["step"], tab["a_log_ratio"], tab["a_log_ratio_se"])
         chi2 = res["chi2"]
@@ -135,6 +110,44 @@ class Gibbs(Experiment):
         n_ok = sum(c.holds for c in claims[1:])
         fig = _figure(tab, res, target, well, sigma, n_ok, exact)
         return Outcome(claims, {"occupation": tab, "fit": fit}, [fig])
+
+
+def right_occupation(well: DoubleWell, sigma, noise, a: float, chains: int, mix: float, start: float, ctx: Context,
+                     dtype, key: str) -> dict:
+    """Occupation of the right basin {x >= saddle} of 1-D constant-step SGD at step ``a``: measured
+    from ``chains`` independent chains started at ``start`` (after 5 mixing times of burn-in,
+    averaged over ``mix`` mixing times) and exact from the transfer operator of the discrete chain.
+
+    ``sigma`` is the noise scale (a number, or a function of positions for state-dependent noise,
+    matching ``noise``). Returns one table row: p_right (+ se, exact), a ln(p / (1 - p)) (+ se,
+    exact), the mixing time and the run length.
+    """
+    sig_hi = float(np.max(sigma(np.linspace(-2, 2, 401)))) if callable(sigma) else float(sigma)
+    sig_lo = float(np.min(sigma(np.linspace(-2, 2, 401)))) if callable(sigma) else float(sigma)
+    lo, hi = _support(well, sig_hi, a)
+    n_cells = int(min(20000, max(3000, 12 * (hi - lo) / (a * sig_lo))))
+    x, pi, tmix = stationary_1d(well, sigma, a, lo, hi, n_cells)
+    p_exact = float(pi[x >= well.saddle].sum())
+    burn = int(math.ceil(5 * tmix))  # from one well: residual bias <= e^-5 / mix of p
+    n_steps = burn + int(math.ceil(mix * tmix))
+    if n_steps * chains > MAX_CHAIN_STEPS:
+        raise ConfigError(f"{ctx.experiment}: at step {a:g} the chain mixes in {tmix:.3g} steps, so "
+                          f"{n_steps * chains:.3g} chain-steps would be needed (limit {MAX_CHAIN_STEPS:.0e}): use a "
+                          "larger step, less noise or fewer chains")
+    every = max(1, int(tmix // 50))
+
+    def cell():
+        sim = simulate(well, noise, float(a), n_steps, chains, init=[start], seed=ctx.seed_for("a", float(a)),
+                       dtype=dtype, progress=ctx.progress,
+                       observers=[Occupation(intervals([-np.inf, well.saddle, np.inf]), 2, start=burn, every=every)])
+        return {"right": sim["occupation"].fractions[:, 1]}
+
+    p, se = mean_se(ctx.cell(key, cell)["right"])
+    if not 0 < p < 1:
+        raise ExperimentError(f"at a={a:g} every chain stayed in one well (p={p}); raise mix or chains")
+    return {"step": a, "mixing_steps": tmix, "n_steps": n_steps, "p_right": p, "p_right_se": se,
+            "p_right_exact": p_exact, "a_log_ratio": a * math.log(p / (1 - p)), "a_log_ratio_se": a * se / (p * (1 - p)),
+            "a_log_ratio_exact": a * math.log(p_exact / (1 - p_exact))}
 
 
 def _support(well: DoubleWell, sigma: float, a: float) -> tuple[float, float]:

@@ -1,11 +1,5 @@
-"""Large deviations of constant-step SGD: Freidlin-Wentzell energies and the Arrhenius / Gibbs
-fits (MODEL.md §5).
+"""Arrhenius and Gibbs fits and the exact 1-D mean exit time (MODEL.md §5).
 
-* :func:`fw_energies`: from transition costs B_ij = V(K_i -> K_j) between the critical components,
-  W_i = min over spanning in-trees rooted at i of the sum of the costs of their edges (every
-  component k != i has exactly one outgoing edge, and following them leads to i), computed as a
-  minimum arborescence (Chu-Liu/Edmonds) rather than by enumeration; E_i = W_i - min_j W_j, and
-  the long-run occupation satisfies a ln mu_a(U_i) -> -E_i.
 * :func:`arrhenius_fit`: mean exit times ~ a^-1 P exp(V/a) iterations, so ln(a * mean exit) is
   linear in 1/a with slope V (the barrier) and intercept ln P.
 * :func:`gibbs_fit`: a ln(occupation ratio) is linear in a near 0; its intercept is the energy
@@ -20,67 +14,9 @@ import math
 
 import numpy as np
 
-from .claims import weighted_line_fit
+from ..claims import weighted_line_fit
 
-__all__ = ["fw_energies", "predicted_occupation", "arrhenius_fit", "gibbs_fit", "mean_exit_time_1d"]
-
-
-def fw_energies(costs) -> dict:
-    """Freidlin-Wentzell energies of m components from the matrix of transition costs.
-
-    Parameters
-    ----------
-    costs : array_like, shape (m, m)
-        B[i, j] >= 0: cost of the cheapest path from component i to component j (the diagonal is
-        ignored; ``inf`` for no direct transition).
-
-    Returns
-    -------
-    dict with ``W`` (m,), ``E`` (m,) = W - min W, ``most_visited`` (argmin E) and ``trees``:
-    for each root i, the list of edges (k, l) of its minimal in-tree.
-    """
-    import networkx as nx
-
-    B = np.asarray(costs, dtype=np.float64)
-    if B.ndim != 2 or B.shape[0] != B.shape[1] or B.shape[0] < 1:
-        raise ValueError(f"costs must be a non-empty square matrix, got shape {B.shape}")
-    off = ~np.eye(B.shape[0], dtype=bool)
-    if np.any(np.isnan(B[off])) or np.any(B[off] < 0):
-        raise ValueError("transition costs must be >= 0 (inf allowed for no transition)")
-    m = B.shape[0]
-    W, trees = np.empty(m), []
-    for root in range(m):
-        if m == 1:
-            W[root] = 0.0
-            trees.append([])
-            continue
-        # an in-tree to `root` in B is an out-arborescence from `root` in the reversed graph;
-        # dropping every edge out of `root` in B forces it to be the arborescence's root
-        G = nx.DiGraph()
-        G.add_nodes_from(range(m))
-        for k in range(m):
-            for l in range(m):
-                if k != l and k != root and np.isfinite(B[k, l]):
-                    G.add_edge(l, k, weight=float(B[k, l]))
-        try:
-            arb = nx.minimum_spanning_arborescence(G, attr="weight", preserve_attrs=True)
-        except nx.NetworkXException:
-            raise ValueError(f"no spanning in-tree reaches component {root}: some component cannot reach it") from None
-        edges = [(k, l) for l, k in arb.edges()]
-        trees.append(sorted(edges))
-        W[root] = sum(B[k, l] for k, l in edges)
-    E = W - W.min()
-    return {"W": W, "E": E, "most_visited": int(np.argmin(E)), "trees": trees}
-
-
-def predicted_occupation(E, a: float) -> np.ndarray:
-    """Leading-order long-run occupation mu_a(U_i) proportional to exp(-E_i / a) (prefactors
-    ignored: exact only in a ln mu_a as a -> 0)."""
-    E = np.asarray(E, dtype=np.float64)
-    if not a > 0:
-        raise ValueError(f"a must be > 0, got {a}")
-    z = np.exp(-(E - E.min()) / a)
-    return z / z.sum()
+__all__ = ["arrhenius_fit", "gibbs_fit", "mean_exit_time_1d"]
 
 
 def arrhenius_fit(steps, mean_exit, se) -> dict:

@@ -1,0 +1,73 @@
+"""Speed and accuracy of the quasi-potential solvers (issue 3 targets: gMAM with 100 points on a
+2-D system under 2 s; the grid solver on a 512 x 512 mesh under 60 s).
+
+Reproduce with (from the repository root, after `make test` built .venv):
+
+    .venv/bin/python benchmarks/quasipotential.py
+
+Cases:
+* ``min_action_path`` on Maier-Stein b = (x - x^3 - beta x y^2, -(1 + x^2) y) from (-1, 0) to the
+  saddle (0, 0), 100 points: beta = 1 (exact V = 1/2) and beta = 10 (the path leaves the axis;
+  reference: the 800-point gMAM value), with the drift written in torch (autograd derivatives) and
+  in numpy only (finite differences). Median of 5 runs, after one warm-up.
+* ``quasipotential_grid`` on the same system, box [-2, 0.5] x [-1.25, 1.25], meshes 128^2 to
+  512^2, default update radius; the first call also compiles the numba kernel (cached on disk
+  afterwards), timed separately. Error of V at the saddle against the exact/reference value.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from memdyn.ldp import min_action_path, quasipotential_grid
+
+
+def maier_stein(beta, lib):
+    def b(x):
+        return lib.stack([x[:, 0] - x[:, 0] ** 3 - beta * x[:, 0] * x[:, 1] ** 2, -(1 + x[:, 0] ** 2) * x[:, 1]], 1)
+    return b
+
+
+def timed(f, repeat=5):
+    f()
+    times, out = [], None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = f()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), out
+
+
+def main():
+    init = [[-0.5, 0.4]]
+    ref10 = min_action_path(maier_stein(10.0, torch), [-1, 0], [0, 0], init=init, n_points=800).action
+    exact = {1.0: 0.5, 10.0: ref10}
+    print("min_action_path, Maier-Stein, 100 points (target < 2 s)")
+    print(f"{'beta':>5} {'drift':>6} {'seconds':>8} {'iters':>6} {'action':>10} {'rel. error':>10}")
+    for beta in (1.0, 10.0):
+        for name, lib in (("torch", torch), ("numpy", np)):
+            t, res = timed(lambda: min_action_path(maier_stein(beta, lib), [-1, 0], [0, 0], init=init, n_points=100))
+            print(f"{beta:5g} {name:>6} {t:8.3f} {res.iterations:6d} {res.action:10.6f} "
+                  f"{abs(res.action / exact[beta] - 1):10.2e}")
+    print(f"(beta = 10 reference: 800-point gMAM, V = {ref10:.6f})")
+
+    print("\nquasipotential_grid, Maier-Stein, box [-2, 0.5] x [-1.25, 1.25] (target: 512^2 < 60 s)")
+    t0 = time.perf_counter()
+    quasipotential_grid(maier_stein(1.0, torch), [-1, 0], [(-2, 0.5), (-1.25, 1.25)], 16)
+    print(f"first call (numba compile or cache load): {time.perf_counter() - t0:.2f} s")
+    print(f"{'beta':>5} {'mesh':>9} {'radius':>6} {'seconds':>8} {'V(saddle)':>10} {'rel. error':>10}")
+    for beta in (1.0, 10.0):
+        for n in (128, 256, 512):
+            t0 = time.perf_counter()
+            qp = quasipotential_grid(maier_stein(beta, torch), [-1, 0], [(-2, 0.5), (-1.25, 1.25)], n)
+            t = time.perf_counter() - t0
+            v = float(qp([[0.0, 0.0]])[0])
+            print(f"{beta:5g} {n:>4}x{n:<4} {qp.radius:6d} {t:8.2f} {v:10.6f} {abs(v / exact[beta] - 1):10.2e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,259 @@
+"""Minimum action paths by the geometric minimum action method (gMAM).
+
+For dX = b(X) dt + sqrt(eps) D(X)^{1/2} dW the Freidlin-Wentzell action of a path, minimised over
+its time parametrisation, is the geometric action of the curve (Heymann & Vanden-Eijnden, CPAM
+2008)
+
+    S(phi) = int_0^1 ( |phi'|_D |b(phi)|_D - <phi', b(phi)>_D ) d alpha,   <u, v>_D = u^T D^-1 v,
+
+and the quasi-potential is V(x; K) = inf S over curves from the attractor K to x. The minimiser
+solves lambda^2 phi'' - lambda H_{theta x} phi' + H_{theta theta} H_x = 0 (normal part), with
+lambda = |b|_D / |phi'|_D and the momentum theta = D^-1 (lambda phi' - b), where
+H(x, theta) = <b, theta> + 1/2 <theta, D theta>. :func:`min_action_path` relaxes the curve by the
+preconditioned flow
+
+    d phi / d tau = lambda^2 phi'' - lambda H_{theta x} phi' + D H_x,
+
+with lambda^2 phi'' implicit (one tridiagonal solve per coordinate), and puts the points back at
+equal arc length after every step.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from .field import Field, as_field
+
+__all__ = ["MinActionPath", "min_action_path", "geometric_action"]
+
+
+@dataclass(frozen=True)
+class MinActionPath:
+    """Result of :func:`min_action_path`.
+
+    Attributes
+    ----------
+    path : ndarray (n_points, d)
+        The curve from start to end, points at equal arc length.
+    action : float
+        Its geometric action S (midpoint rule). When ``start`` is an attractor K and the path is the
+        minimiser, this is the quasi-potential V(end; K), in the units of MODEL.md §5 (for isotropic
+        D = sigma^2 I and b = -grad F it is 2 (F(end) - F(K)) / sigma^2 on an uphill path).
+    iterations : int
+        Relaxation steps taken.
+    converged : bool
+        Whether the normal velocity fell below ``tol`` within ``max_iter`` steps.
+    residual : float
+        Final max |d phi / d tau| relative to the path length.
+    """
+
+    path: np.ndarray
+    action: float
+    iterations: int
+    converged: bool
+    residual: float
+
+    def __repr__(self) -> str:
+        return (f"MinActionPath(action={self.action:.6g}, n_points={len(self.path)}, iterations={self.iterations}, "
+                f"converged={self.converged})")
+
+
+def geometric_action(drift, path: ArrayLike, diffusion=None) -> float:
+    """Geometric action S of a polyline, midpoint rule on each segment.
+
+    Parameters
+    ----------
+    drift : callable or Field
+        b, mapping (n, d) points to (n, d) velocities.
+    path : array_like (n, d)
+        The points of the curve in order.
+    diffusion : None, array or callable
+        D as in :func:`min_action_path`.
+    """
+    phi = np.asarray(path, dtype=np.float64)
+    if phi.ndim != 2 or len(phi) < 2:
+        raise ValueError(f"path must be an array of shape (n >= 2, d), got shape {phi.shape}")
+    return _action(as_field(drift, phi.shape[1], diffusion), phi)
+
+
+def _action(F: Field, phi: np.ndarray) -> float:
+    mid = 0.5 * (phi[1:] + phi[:-1])
+    dphi = np.diff(phi, axis=0)
+    b = F.b(mid)
+    Dinv = F.Dinv(mid)
+    sub = "ij" if Dinv.ndim == 2 else "nij"
+    nb = np.sqrt(np.einsum(f"ni,{sub},nj->n", b, Dinv, b))
+    nd = np.sqrt(np.einsum(f"ni,{sub},nj->n", dphi, Dinv, dphi))
+    return float(np.sum(nd * nb - np.einsum(f"ni,{sub},nj->n", dphi, Dinv, b)))
+
+
+def _reparametrize(phi: np.ndarray) -> tuple[np.ndarray, float]:
+    """The same curve (cubic spline through the points) with the points at equal arc length."""
+    from scipy.interpolate import CubicSpline
+
+    seg = np.linalg.norm(np.diff(phi, axis=0), axis=1)
+    s = np.concatenate([[0.0], np.cumsum(seg)])
+    length = float(s[-1])
+    u = np.linspace(0.0, length, len(phi))
+    keep = np.concatenate([[True], seg > 1e-14 * max(length, 1e-300)])  # a spline needs increasing knots
+    if keep.sum() >= 4:
+        out = CubicSpline(s[keep], phi[keep], axis=0)(u)
+    else:
+        out = np.stack([np.interp(u, s, phi[:, k]) for k in range(phi.shape[1])], axis=1)
+    out[0], out[-1] = phi[0], phi[-1]
+    return out, length
+
+
+def min_action_path(drift, start: ArrayLike, end: ArrayLike, diffusion=None, *, n_points: int = 100,
+                    init: ArrayLike | None = None, jacobian=None, tol: float = 1e-6, max_iter: int = 20000,
+                    progress: bool = False) -> MinActionPath:
+    """Minimum action path between two points by the geometric minimum action method.
+
+    Parameters
+    ----------
+    drift : callable
+        b(x) for x of shape (n, d), returning (n, d); numpy or torch arithmetic (autograd then gives
+        its derivatives; otherwise ``jacobian`` or finite differences are used).
+    start, end : array_like (d,)
+        End points of the path. For the quasi-potential, ``start`` is an attractor of b.
+    diffusion : None, array_like (d, d), scalar or callable, optional
+        D (identity by default; ``diffusion(x)`` gives (n, d, d) for state-dependent noise). For
+        constant-step SGD with gradient-noise covariance C, D = C and b = -grad F.
+    n_points : int
+        Points on the path (>= 3), including both ends.
+    init : array_like (k, d), optional
+        Waypoints for the initial curve start -> waypoints -> end (default: the straight segment).
+        Symmetric problems need one off the symmetry axis to find a minimiser that leaves it.
+    jacobian : callable, optional
+        db/dx as (n, d, d), if known.
+    tol : float
+        Stop when the largest normal velocity of the relaxation, relative to the path length, is
+        below ``tol``.
+    max_iter : int
+        Most relaxation steps.
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    MinActionPath
+
+    Examples
+    --------
+    Maier-Stein at beta = 1 is the gradient system b = -grad U with U(saddle) - U(min) = 1/4, so
+    V = 2 (U(saddle) - U(min)) = 1/2:
+
+    >>> import numpy as np
+    >>> b = lambda x: np.stack([x[:, 0] - x[:, 0]**3 - x[:, 0] * x[:, 1]**2, -(1 + x[:, 0]**2) * x[:, 1]], axis=1)
+    >>> res = min_action_path(b, [-1.0, 0.0], [0.0, 0.0])
+    >>> round(res.action, 3)
+    0.5
+    """
+    from scipy.linalg import solve_banded
+    from tqdm.auto import tqdm
+
+    a0 = np.asarray(start, dtype=np.float64).reshape(-1)
+    F = as_field(drift, a0.size, diffusion, jacobian)
+    A, Z = F.point(start, "start"), F.point(end, "end")
+    if np.allclose(A, Z):
+        raise ValueError("start and end must be different points")
+    N = int(n_points)
+    if N < 3:
+        raise ValueError(f"n_points must be >= 3, got {n_points}")
+    if not (tol > 0 and max_iter >= 1):
+        raise ValueError(f"tol must be > 0 and max_iter >= 1, got tol={tol}, max_iter={max_iter}")
+    nodes = [A]
+    if init is not None:
+        w = np.asarray(init, dtype=np.float64)
+        if w.ndim == 1:
+            w = w[None]
+        if w.ndim != 2 or w.shape[1] != A.size or not np.all(np.isfinite(w)):
+            raise ValueError(f"init must be finite waypoints of shape (k, {A.size}), got shape {w.shape}")
+        nodes.extend(w)
+    nodes.append(Z)
+    poly = np.array(nodes)
+    # dense polyline, then equal arc length
+    t = np.linspace(0, 1, max(N, 20 * len(poly)))
+    knots = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(poly, axis=0), axis=1))])
+    knots /= knots[-1]
+    phi = np.stack([np.interp(t, knots, poly[:, k]) for k in range(A.size)], axis=1)
+    phi, length = _reparametrize(phi)
+    phi = np.stack([np.interp(np.linspace(0, 1, N), np.linspace(0, 1, len(phi)), phi[:, k]) for k in range(A.size)],
+                   axis=1)
+    h = 1.0 / (N - 1)
+
+    # pseudo-time step: the explicit part moves at rate ~ |J|^2 cond(D)
+    J = F.jacobian(phi)
+    Dp = F.D(phi)
+    cond = np.linalg.cond(Dp) if Dp.ndim == 2 else float(np.max(np.linalg.cond(Dp)))
+    lip = float(np.max(np.linalg.norm(J, ord=2, axis=(1, 2))))
+    base = 1.0 / max(lip**2 * cond, 1e-12)
+    dtau = 2 * base
+
+    residual, converged, it, cap = math.inf, False, 0, 256 * base
+    last = np.zeros_like(phi)
+    bar = tqdm(total=max_iter, desc="gMAM", disable=not progress, leave=False)
+    for it in range(1, max_iter + 1):
+        b = F.b(phi)
+        D = F.D(phi)
+        Dinv = F.Dinv(phi, None if F.constant_diffusion else D)
+        sub = "ij" if Dinv.ndim == 2 else "nij"
+        dphi = np.gradient(phi, h, axis=0)
+        nb = np.sqrt(np.einsum(f"ni,{sub},nj->n", b, Dinv, b))
+        nd = np.sqrt(np.einsum(f"ni,{sub},nj->n", dphi, Dinv, dphi))
+        lam = nb / np.maximum(nd, 1e-300)
+        theta = np.einsum(f"{sub},nj->ni", Dinv, lam[:, None] * dphi - b)
+        Hx = F.grad_h(phi, theta)
+        # H_{theta x} phi' by differences along the path: H_theta(x, theta) = b(x) + D(x) theta
+        if D.ndim == 2:
+            Hth = (b[2:] - b[:-2]) / (2 * h)
+            DHx = Hx[1:-1] @ D.T
+        else:
+            Hth = (b[2:] - b[:-2] + np.einsum("nij,nj->ni", D[2:] - D[:-2], theta[1:-1])) / (2 * h)
+            DHx = np.einsum("nij,nj->ni", D[1:-1], Hx[1:-1])
+        # only the normal part moves the curve; a tangential part would just slide points along it
+        # and leave a step-size-dependent corner-cutting bias through the reparametrisation
+        G = -lam[1:-1, None] * Hth + DHx
+        tan = dphi[1:-1] / np.maximum(np.linalg.norm(dphi[1:-1], axis=1, keepdims=True), 1e-300)
+        G -= np.sum(G * tan, axis=1, keepdims=True) * tan
+        rhs = phi[1:-1] + dtau * G
+        c = dtau * lam[1:-1] ** 2 / h**2
+        rhs[0] += c[0] * phi[0]
+        rhs[-1] += c[-1] * phi[-1]
+        ab = np.zeros((3, N - 2))
+        ab[0, 1:] = -c[:-1]
+        ab[1] = 1 + 2 * c
+        ab[2, :-1] = -c[1:]
+        new = phi.copy()
+        new[1:-1] = solve_banded((1, 1), ab, rhs, check_finite=False)
+        if not np.all(np.isfinite(new)):
+            dtau *= 0.25
+            cap = dtau
+            if dtau < 1e-6 * base:
+                raise FloatingPointError(f"gMAM diverged at iteration {it}; check that the drift is smooth along the "
+                                         "path and that start and end are where you meant them")
+            continue
+        new, length = _reparametrize(new)
+        step = new - phi
+        # velocity of the curve, in path lengths per base pseudo-time step
+        residual = float(np.max(np.linalg.norm(step, axis=1))) * base / (dtau * max(length, 1e-300))
+        # an explicit step that is too long shows up as a curve flipping back and forth
+        flip = float(np.sum(step * last)) < -0.3 * float(np.linalg.norm(step) * np.linalg.norm(last))
+        phi, last = new, step
+        if flip:
+            dtau *= 0.5
+            cap = dtau
+        elif (it % 10) == 0:
+            dtau = min(1.5 * dtau, cap)
+        if it % 50 == 0:
+            bar.update(50)
+            bar.set_postfix(residual=f"{residual:.2e}")
+        if residual < tol:
+            converged = True
+            break
+    bar.close()
+    return MinActionPath(path=phi, action=_action(F, phi), iterations=it, converged=converged, residual=residual)
