@@ -8,7 +8,7 @@ import pytest
 from memdyn.runner import run_suite
 
 
-@pytest.mark.parametrize("name", ["gibbs", "collapse", "degeneration", "refit"])
+@pytest.mark.parametrize("name", ["gibbs", "noise-geometry", "quasipotential", "collapse", "degeneration", "refit"])
 def test_quick_experiment_claims_hold(tmp_path, name):
     summary = run_suite([name], tmp_path / "run", quick=True, seed=1)
     assert not summary.errors
