@@ -172,22 +172,28 @@ def _figure(tab, res, target, well, sigma, n_ok, exact) -> Figure:
     ax1.set_ylabel("F(x)")
     ax1.set_title(f"Asymmetric double well, dF = F(1) - F(-1) = {well.delta_f:.3g}")
     ax1.axvline(well.saddle, ls=":", color="gray")
-    a = tab["step"].to_numpy()
-    ax2.errorbar(a, tab["a_log_ratio"], yerr=1.96 * tab["a_log_ratio_se"], fmt="o", color="k", capsize=3,
-                 label="SGD, measured (95% CI)")
-    ax2.plot(a, tab["a_log_ratio_exact"], "s", mfc="none", color="C0", label="exact discrete chain")
-    grid = np.linspace(0, a.max() * 1.05, 50)
-    ax2.plot(grid, res["intercept"] + res["slope"] * grid, "--", color="C1", label="weighted line fit (measured)")
-    ax2.plot(grid, exact["intercept"] + exact["slope"] * grid, ":", color="C0", label="same fit, exact discrete chain")
-    ax2.errorbar([0], [res["intercept"]], yerr=[1.96 * res["intercept_se"]], fmt="D", color="C1", capsize=3)
-    ax2.plot([0], [target], "*", ms=14, color="C3", label=f"-2 dF / sigma^2 = {target:.4f}")
-    ax2.set_xlabel("step size a")
+    plot_log_ratio(ax2, tab, res, exact, target, f"-2 dF / sigma^2 = {target:.4f}")
     ax2.set_ylabel("a ln(mu(right) / mu(left))")
     ax2.set_title("Gibbs limit of the occupation ratio")
-    ax2.legend(fontsize=8)
     se0 = res["intercept_se"]
     caption = (f"Theory: a ln(occupation ratio) -> -2 dF/sigma^2 = {target:.4f} as a -> 0 (long-run law ~ "
                f"exp(-2F/(a sigma^2))). Seen: the line through the measured points extrapolates to {res['intercept']:.4f} "
                f"+- {1.96 * se0:.4f} (95% CI); {n_ok} of {len(tab)} measured occupations agree with the exact discrete "
                f"chain, whose own line extrapolates to {exact['intercept']:.4f} (the method's systematic error).")
     return Figure("gibbs", fig, caption)
+
+
+def plot_log_ratio(ax, tab, res, exact, target, target_label: str) -> None:
+    """a ln(occupation ratio) against a: measured points with 95% CI, the exact discrete chain, both
+    straight-line fits extrapolated to a = 0, and the a -> 0 prediction."""
+    a = tab["step"].to_numpy()
+    ax.errorbar(a, tab["a_log_ratio"], yerr=1.96 * tab["a_log_ratio_se"], fmt="o", color="k", capsize=3,
+                label="SGD, measured (95% CI)")
+    ax.plot(a, tab["a_log_ratio_exact"], "s", mfc="none", color="C0", label="exact discrete chain")
+    grid = np.linspace(0, a.max() * 1.05, 50)
+    ax.plot(grid, res["intercept"] + res["slope"] * grid, "--", color="C1", label="weighted line fit (measured)")
+    ax.plot(grid, exact["intercept"] + exact["slope"] * grid, ":", color="C0", label="same fit, exact discrete chain")
+    ax.errorbar([0], [res["intercept"]], yerr=[1.96 * res["intercept_se"]], fmt="D", color="C1", capsize=3)
+    ax.plot([0], [target], "*", ms=14, color="C3", label=target_label)
+    ax.set_xlabel("step size a")
+    ax.legend(fontsize=7)

@@ -31,7 +31,7 @@ from ..landscapes import DoubleWell
 from ..ldp import fw_energies, gibbs_fit, transition_costs
 from ..noise import StateDependentGaussian
 from .base import ConfigError, Context, Experiment, ExperimentConfig, Figure, Outcome
-from .gibbs import right_occupation
+from .gibbs import plot_log_ratio, right_occupation
 
 
 class NoiseGeometryConfig(ExperimentConfig):
@@ -171,17 +171,10 @@ def _figure(cfg, well, sig, tab, res, exact, target, B) -> Figure:
     ax2.set_xlabel("x")
     ax2.set_title("Transition costs (gMAM): leaving the deep well is cheaper")
     ax2.legend(fontsize=7, loc="upper left")
-    a = tab["step"].to_numpy()
-    ax3.errorbar(a, tab["a_log_ratio"], yerr=1.96 * tab["a_log_ratio_se"], fmt="o", color="k", capsize=3,
-                 label="SGD, measured (95% CI)")
-    ax3.plot(a, tab["a_log_ratio_exact"], "s", mfc="none", color="C0", label="exact discrete chain")
-    g = np.linspace(0, a.max() * 1.05, 50)
-    ax3.plot(g, res["intercept"] + res["slope"] * g, "--", color="C1", label="weighted line fit")
-    ax3.plot([0], [target], "*", ms=14, color="C3", label=f"E_deep - E_shallow = {target:.4f}")
+    plot_log_ratio(ax3, tab, res, exact, target, f"E_deep - E_shallow = {target:.4f}")
     naive = -2 * well.delta_f / sig(-1.0) ** 2
     ax3.plot([0], [naive], "x", ms=10, color="gray", label=f"constant-noise Gibbs: {naive:.3f}")
     ax3.axhline(0, color="gray", lw=0.5)
-    ax3.set_xlabel("step size a")
     ax3.set_ylabel("a ln(mu(shallow) / mu(deep))")
     ax3.set_title("Long-run occupation: the shallower well wins")
     ax3.legend(fontsize=7)
