@@ -63,18 +63,19 @@ class Field:
             self._D = D
         if self.constant_diffusion:
             self._Dinv = np.linalg.inv(self._D)
-        self.b(np.zeros((1, self.dim)))  # shape check with a clear message before any solver starts
+        self.b(np.zeros((self.dim + 3, self.dim)))  # shape check with a clear message before any solver starts
 
     # -- evaluation -------------------------------------------------------------------------------
     def _probe_torch(self) -> bool:
         import torch
 
-        x = torch.zeros((2, self.dim), dtype=torch.float64, requires_grad=True)
+        n = self.dim + 3  # a batch size that cannot be mistaken for the dimension
+        x = torch.zeros((n, self.dim), dtype=torch.float64, requires_grad=True)
         try:
             out = self._drift(x)
         except Exception:  # noqa: BLE001 - any failure means: not torch-capable, use numpy
             return False
-        return isinstance(out, torch.Tensor) and tuple(out.shape) == (2, self.dim) and out.requires_grad
+        return isinstance(out, torch.Tensor) and tuple(out.shape) == (n, self.dim) and out.requires_grad
 
     def b(self, x: np.ndarray) -> np.ndarray:
         """Drift at points x (n, d) as a float64 array (n, d)."""
@@ -88,7 +89,8 @@ class Field:
             try:
                 out = np.asarray(self._drift(x), dtype=np.float64)
             except Exception as exc:
-                raise TypeError(f"drift failed on an array of points of shape {x.shape}: {exc}") from exc
+                raise TypeError(f"drift must accept a batch of points of shape (n, d) and return velocities of shape "
+                                f"(n, d); calling it on shape {x.shape} failed: {exc}") from exc
         if out.shape != x.shape:
             raise ValueError(f"drift must map points of shape (n, d) = {x.shape} to velocities of the same shape, "
                              f"got shape {out.shape}")
