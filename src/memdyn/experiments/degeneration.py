@@ -58,7 +58,6 @@ class Degeneration(Experiment):
     def run(self, cfg, ctx: Context) -> Outcome:
         N = cfg.N
         w = np.array([cfg.weight, 1 - cfg.weight])
-        mu0 = initial_counts(w, N) / N
         G2 = float(np.sum(w**2))
         k = np.arange(N + 1)
         near_states = np.maximum(k, N - k) >= cfg.near * N

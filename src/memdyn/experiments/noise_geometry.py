@@ -18,7 +18,6 @@ and extrapolates a ln(ratio) to a -> 0.
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pandas as pd

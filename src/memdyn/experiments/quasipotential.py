@@ -22,7 +22,6 @@ log error against log spacing.
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pandas as pd

@@ -28,13 +28,12 @@ paths spiral out, needs a finer mesh than a gradient-like one for the same accur
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .field import Field, as_field
+from .field import as_field
 
 __all__ = ["QuasiPotential", "quasipotential_grid"]
 
