@@ -346,17 +346,16 @@ class ExitTime(Observer):
     def update(self, state, k, theta):
         d = self.distance(theta).to(torch.float64)
         state["last"] = k
-        alive = state["grid"] < 0
+        inside = d.clamp(min=0)
         if state["prev"] is not None:
-            # survival through step k-1 -> k counted before the endpoint test
-            state["bridge"] += torch.where(alive, state["survive"], torch.zeros_like(state["survive"]))
-            both_in = (state["prev"] > 0) & (d > 0)
-            p = torch.where(both_in, torch.exp(-2 * state["prev"].clamp(min=0) * d.clamp(min=0) / self.var),
-                            torch.ones_like(d))
-            state["survive"] = torch.where(alive, state["survive"] * (1 - p), state["survive"])
-        out = alive & (d <= 0)
-        state["grid"][out] = k
-        state["prev"] = d
+            # survival through step k-1 -> k counts before the endpoint test; the crossing
+            # probability exp(-2 d_(k-1)^+ d_k^+ / var) is 1 as soon as either end is outside, which
+            # zeroes the survival weight of an exited chain for good (no alive mask needed)
+            state["bridge"].add_(state["survive"])
+            state["survive"].mul_(torch.expm1(state["prev"] * inside * (-2 / self.var)).neg_())
+        grid = state["grid"]
+        grid[(d <= 0) & (grid < 0)] = k
+        state["prev"] = inside
 
     def finish(self, states):
         grid = np.concatenate([s["grid"].cpu().numpy() for s in states])
