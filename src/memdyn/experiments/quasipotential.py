@@ -170,7 +170,7 @@ class Quasipotential(Experiment):
 
         claims = []
         finest = grid[grid["mesh"] == cfg.meshes[-1]]
-        default_pts = 100 if 100 in cfg.points else cfg.points[-1]
+        default_pts = 200 if 200 in cfg.points else cfg.points[-1]  # 200: min_action_path's default
         at_default = mam[mam["points"] == default_pts]
         for kind, what in (("linear", "linear systems (Lyapunov)"), ("manufactured", "manufactured non-gradient systems"),
                            ("maier-stein", "Maier-Stein beta=1 (V(saddle) = 1/2)")):

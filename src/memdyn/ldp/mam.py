@@ -14,8 +14,10 @@ preconditioned flow
 
     d phi / d tau = lambda^2 phi'' - lambda H_{theta x} phi' + D H_x,
 
-with lambda^2 phi'' implicit (one tridiagonal solve per coordinate), and puts the points back at
-equal arc length after every step.
+with lambda^2 phi'' implicit (one tridiagonal solve per coordinate) and only the part normal to
+the curve kept, and after every step puts the points back on the curve (cubic spline) at equal
+arc length. The pseudo-time step grows while the curve
+relaxes smoothly and halves when it starts to oscillate.
 """
 
 from __future__ import annotations
@@ -92,7 +94,8 @@ def _action(F: Field, phi: np.ndarray) -> float:
 
 
 def _reparametrize(phi: np.ndarray) -> tuple[np.ndarray, float]:
-    """The same curve (cubic spline through the points) with the points at equal arc length."""
+    """The same curve (cubic spline through the points) with the points at equal arc length.
+    Returns the points and the length."""
     from scipy.interpolate import CubicSpline
 
     seg = np.linalg.norm(np.diff(phi, axis=0), axis=1)
@@ -108,7 +111,7 @@ def _reparametrize(phi: np.ndarray) -> tuple[np.ndarray, float]:
     return out, length
 
 
-def min_action_path(drift, start: ArrayLike, end: ArrayLike, diffusion=None, *, n_points: int = 100,
+def min_action_path(drift, start: ArrayLike, end: ArrayLike, diffusion=None, *, n_points: int = 200,
                     init: ArrayLike | None = None, jacobian=None, tol: float = 1e-6, max_iter: int = 20000,
                     progress: bool = False) -> MinActionPath:
     """Minimum action path between two points by the geometric minimum action method.
@@ -124,7 +127,12 @@ def min_action_path(drift, start: ArrayLike, end: ArrayLike, diffusion=None, *, 
         D (identity by default; ``diffusion(x)`` gives (n, d, d) for state-dependent noise). For
         constant-step SGD with gradient-noise covariance C, D = C and b = -grad F.
     n_points : int
-        Points on the path (>= 3), including both ends.
+        Points on the path (>= 3), including both ends, at equal arc length. The action converges
+        at second order on smooth paths (100 points: relative errors 1e-4 or less). A path that
+        spirals out of a focus (Jacobian eigenvalues a +- ib at the attractor) needs more as
+        |b/a| grows: at |b/a| = 2 the error is about 1e-3 with 100 points; at 5.5 it is 2.3%,
+        1.1% and 0.3% with 100, 200 and 400 points; at 10 it stays near 5% (the discrete path
+        cannot follow the inner turns); there, prefer :func:`quasipotential_grid` in 2-D.
     init : array_like (k, d), optional
         Waypoints for the initial curve start -> waypoints -> end (default: the straight segment).
         Symmetric problems need one off the symmetry axis to find a minimiser that leaves it.
