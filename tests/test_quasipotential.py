@@ -97,7 +97,8 @@ def test_mam_maier_stein_path_leaves_axis():
     # below beta = 4 the axis path is the minimiser even from an off-axis start
     low = min_action_path(maier_stein(3.0), [-1, 0], [0, 0], init=[[-0.5, 0.4]])
     assert low.action == pytest.approx(0.5, rel=1e-3) and np.abs(low.path[:, 1]).max() < 1e-3
-    assert geometric_action(maier_stein(10.0), off.path) == pytest.approx(off.action)
+    # the path starts on a small ellipse around the attractor (a radial segment for this node)
+    assert geometric_action(maier_stein(10.0), np.vstack([[-1.0, 0.0], off.path])) == pytest.approx(off.action, rel=1e-3)
 
 
 def test_mam_numpy_drift_uses_finite_differences():
@@ -220,13 +221,15 @@ def test_state_dependent_anisotropic_diffusion_manufactured():
     assert inside_error(qp, U) < 0.01
 
 
-def test_mam_tight_spiral_needs_more_points():
-    """A focus with |Im| = 5.5 |Re|: the optimal path spirals out of the attractor; the error
-    falls with the number of points as documented (2.3% at 100, below 1% at 400)."""
+def test_mam_tight_spirals():
+    """Foci with |Im| = 5.5 |Re| and 10 |Re|: the optimal path spirals out of the attractor with
+    infinitely many turns; the linearised start keeps the default points accurate."""
     A = np.array([[0.12165889, -1.8473248], [1.56654877, -0.72165889]])  # eigenvalues -0.3 +- 1.648i
-    Si = np.linalg.inv(solve_continuous_lyapunov(A, -np.eye(2)))
+    P = np.array([[1.0, 0.4], [0.2, 1.0]])
+    B = P @ np.array([[-0.2, 2.0], [-2.0, -0.2]]) @ np.linalg.inv(P)  # -0.2 +- 2i
     x = np.array([0.5, 0.3])
-    V = 0.5 * x @ Si @ x
-    errs = [min_action_path(lambda z: z @ torch.tensor(A).T, [0.0, 0.0], x, n_points=n).action / V - 1
-            for n in (100, 400)]
-    assert 0 < errs[1] < 0.01 and errs[1] < errs[0] / 3
+    for M, rel in ((A, 1e-4), (B, 5e-3)):
+        V = 0.5 * x @ np.linalg.solve(solve_continuous_lyapunov(M, -np.eye(2)), x)
+        res = min_action_path(lambda z, M=M: z @ torch.tensor(M).T, [0.0, 0.0], x)
+        assert res.converged
+        assert res.action == pytest.approx(V, rel=rel)

@@ -109,7 +109,7 @@ class Quasipotential(Experiment):
     name = "quasipotential"
     summary = "gMAM and the ordered line-integral grid solver vs closed-form quasi-potentials; convergence orders"
     Config = QuasipotentialConfig
-    quick = {"linear_systems": 2, "manufactured_systems": 1, "meshes": [48, 96, 192], "points": [25, 50, 100]}
+    quick = {"linear_systems": 2, "manufactured_systems": 1, "meshes": [48, 96, 192], "points": [50, 100, 200]}
 
     def check(self, cfg):
         for key, vals, lo, hi in (("meshes", cfg.meshes, 16, 1024), ("points", cfg.points, 10, 2000)):
@@ -187,10 +187,10 @@ class Quasipotential(Experiment):
         orders_mam = [_order(cfg.points, g["rel_error"].to_numpy()) for _, g in mam.groupby("system")]
         claims.append(claim("grid solver: convergence order in the mesh size (worst system)", 1.0, min(orders_grid), 0.0,
                             abs_floor=0.1, side="at_least", detail="first order or better"))
-        claims.append(claim("gMAM: convergence order in the number of points (worst system)", 1.0, min(orders_mam), 0.0,
-                            abs_floor=0.1, side="at_least",
-                            detail="the midpoint rule is second order on a smooth path (Maier-Stein beta=1 shows 2); "
-                                   "paths that spiral out of a focus converge at a lower, irregular rate"))
+        claims.append(claim("gMAM: convergence order in the number of points (worst system)", 2.0, min(orders_mam), 0.0,
+                            abs_floor=0.5, side="at_least",
+                            detail="midpoint rule on a smooth path: second order (paths out of an attractor start on "
+                                   "a small ellipse where the linearised fluctuation flow takes over)"))
         claims.append(claim(f"Maier-Stein beta={cfg.beta:g}: grid V(saddle) vs gMAM action", V_mam, V_grid, 0.0,
                             abs_floor=TARGET * V_mam, detail="no closed form: the two solvers against each other"))
         claims.append(claim(f"Maier-Stein beta={cfg.beta:g}: optimal action below the on-axis path's 1/2", V_axis, V_mam,
