@@ -93,3 +93,33 @@ def test_gaussian_distance_to_truth_grows_under_replace():
     h = gaussian_refit(10, 100, 256, seed=10)
     d = h.distance(0.0, 1.0)
     assert d.shape == h.std.shape and np.median(d[:, -1]) > np.median(d[:, 0])
+
+
+def test_kde_refit_accumulate_variance_recursion():
+    """Accumulating KDE refits: the pool's MLE variance follows the exact expected recursion
+    E[S'] = (n + q)/(n + M) E[S] + q h^2/(n + M), q = M - 1 + n/(n + M)."""
+    M, G, R, h = 10, 20, 4000, 0.3
+    k = kde_refit(M, G, R, bandwidth=h, strategy="accumulate", seed=11)
+    S = (1 - 1 / M) * 1.0  # E of the initial data's MLE variance, std = 1
+    for g in range(G):
+        n = M * (g + 1)
+        q = M - 1 + n / (n + M)
+        S = ((n + q) * S + q * h**2) / (n + M)
+    var = k.std[:, -1] ** 2
+    assert abs(var.mean() - S) < 4 * var.std(ddof=1) / np.sqrt(R)
+    # fresh data only: the pool is real data, variance near 1
+    k1 = kde_refit(M, 5, 500, bandwidth=h, alpha=1.0, strategy="accumulate", seed=12)
+    assert abs((k1.std[:, -1] ** 2).mean() - (1 - 1 / (6 * M))) < 4 * (k1.std[:, -1] ** 2).std(ddof=1) / np.sqrt(500)
+
+
+def test_mixture_refit_accumulate_and_fresh_data_keep_modes():
+    R, G = 64, 30  # accumulate runs EM on M (g + 1) points: cost grows as G^2
+    modes = {}
+    for name, kw in (("replace", {}), ("accumulate", {"strategy": "accumulate"}), ("alpha", {"alpha": 0.5})):
+        modes[name] = mixture_refit(40, G, R, seed=8, **kw).modes[:, -1]
+    se = lambda a, b: np.sqrt(a.var(ddof=1) / R + b.var(ddof=1) / R) + 1e-12  # noqa: E731
+    for name in ("accumulate", "alpha"):
+        assert modes[name].mean() - modes["replace"].mean() > 4 * se(modes[name], modes["replace"]), modes
+        assert modes[name].mean() > 1.9
+    with pytest.raises(ValueError, match="strategy"):
+        mixture_refit(40, 2, 4, strategy="keep")

@@ -301,18 +301,22 @@ def wright_fisher_chain(N: int, K: int):
 
 
 def kde_refit(M: int, generations: int, replicates: int, *, bandwidth: float, mean: float = 0.0, std: float = 1.0,
-              alpha: float = 0.0, seed: int = 0) -> GaussianHistory:
-    """Recursive kernel-density refits (replace strategy): each generation draws M points from
-    the Gaussian KDE of the last generation's data, i.e. a uniformly chosen data point plus
-    ``bandwidth`` times a standard normal.
+              alpha: float = 0.0, strategy: str = "replace", seed: int = 0) -> GaussianHistory:
+    """Recursive kernel-density refits: each generation draws M points from the Gaussian KDE of
+    the training data (a uniformly chosen data point plus ``bandwidth`` times a standard normal);
+    with probability ``alpha`` a point is fresh real data instead.
 
-    The MLE variance then obeys E[s_{g+1}^2 | data] = (1 - 1/M)(s_g^2 + h^2) exactly, so with a
-    fixed bandwidth the spread settles at (M - 1) h^2 instead of collapsing.
+    ``replace``: the next training data are the M new points. The MLE variance then obeys
+    E[s_{g+1}^2 | data] = (1 - 1/M)(s_g^2 + h^2) exactly, so with a fixed bandwidth the spread
+    settles at (M - 1) h^2 instead of collapsing.
+    ``accumulate``: the new points join all earlier ones (n_g = M (g + 1) points). With
+    alpha = 0 the pool's MLE variance obeys, exactly in expectation,
+    E[S_{g+1} | S_g] = (n + q)/(n + M) S_g + q/(n + M) h^2, q = M - 1 + n/(n + M), n = n_g.
 
     Returns
     -------
     GaussianHistory
-        Mean and MLE standard deviation of each generation's data.
+        Mean and MLE standard deviation of each generation's training data.
     """
     if M < 2:
         raise ValueError(f"M (points per generation) must be >= 2, got {M}")
@@ -320,6 +324,8 @@ def kde_refit(M: int, generations: int, replicates: int, *, bandwidth: float, me
         raise ValueError(f"bandwidth must be > 0, got {bandwidth}")
     if not std > 0:
         raise ValueError(f"std must be > 0, got {std}")
+    if strategy not in _STRATEGIES:
+        raise ValueError(f"strategy must be one of {_STRATEGIES}, got {strategy!r}")
     _check_common(alpha, generations, replicates, seed)
     G = generations
     means, stds = np.empty((replicates, G + 1)), np.empty((replicates, G + 1))
@@ -330,11 +336,12 @@ def kde_refit(M: int, generations: int, replicates: int, *, bandwidth: float, me
             means[lo:hi, g], stds[lo:hi, g] = x.mean(1)[k], x.std(1)[k]
             if g == G:
                 break
-            parents = np.take_along_axis(x, rng.integers(0, M, (R, M)), axis=1)
-            x = parents + bandwidth * rng.standard_normal((R, M))
+            parents = np.take_along_axis(x, rng.integers(0, x.shape[1], (R, M)), axis=1)
+            new = parents + bandwidth * rng.standard_normal((R, M))
             if alpha > 0:
                 fresh = rng.random((R, M)) < alpha
-                x[fresh] = rng.normal(mean, std, int(fresh.sum()))
+                new[fresh] = rng.normal(mean, std, int(fresh.sum()))
+            x = new if strategy == "replace" else np.concatenate([x, new], axis=1)
     return GaussianHistory(means, stds)
 
 
@@ -351,13 +358,17 @@ class MixtureHistory:
 
 
 def mixture_refit(M: int, generations: int, replicates: int, *, centers=(-2.0, 2.0), std: float = 0.5,
-                  em_iterations: int = 10, seed: int = 0) -> MixtureHistory:
-    """Recursive refits of a K-component 1-D Gaussian mixture by EM (replace strategy).
+                  alpha: float = 0.0, strategy: str = "replace", em_iterations: int = 10,
+                  seed: int = 0) -> MixtureHistory:
+    """Recursive refits of a K-component 1-D Gaussian mixture by EM.
 
     The real distribution is an equal mixture of N(c_k, std^2) over ``centers``; each generation
-    fits a K-component mixture to the M current points (EM warm-started from the previous fit,
-    ``em_iterations`` steps) and draws M new points from it. Modes merge and disappear as the
-    finite-sample noise of the refits accumulates.
+    fits a K-component mixture to the training data (EM warm-started from the previous fit,
+    ``em_iterations`` steps) and draws M new points from it, each replaced with probability
+    ``alpha`` by a fresh real point. ``replace``: the M new points are the next training data;
+    ``accumulate``: they join all earlier ones (EM then runs on M (g + 1) points). Under
+    ``replace`` with alpha = 0, modes merge and disappear as the finite-sample noise of the
+    refits accumulates; accumulating or fresh data hold them.
     """
     c = np.asarray(centers, dtype=np.float64).ravel()
     K = c.size
@@ -365,7 +376,9 @@ def mixture_refit(M: int, generations: int, replicates: int, *, centers=(-2.0, 2
         raise ValueError(f"need at least one center and M >= 2K, got K={K}, M={M}")
     if not std > 0:
         raise ValueError(f"std must be > 0, got {std}")
-    _check_common(0.0, generations, replicates, seed)
+    if strategy not in _STRATEGIES:
+        raise ValueError(f"strategy must be one of {_STRATEGIES}, got {strategy!r}")
+    _check_common(alpha, generations, replicates, seed)
     G = generations
     W, MU, SD = (np.empty((replicates, G + 1, K)) for _ in range(3))
     modes = np.empty((replicates, G + 1), dtype=np.int64)
@@ -386,7 +399,12 @@ def mixture_refit(M: int, generations: int, replicates: int, *, centers=(-2.0, 2
             if g == G:
                 break
             comp = (rng.random((R, M, 1)) > np.cumsum(w, 1)[:, None, :]).sum(2).clip(0, K - 1)
-            x = np.take_along_axis(mu, comp, 1) + np.take_along_axis(sd, comp, 1) * rng.standard_normal((R, M))
+            new = np.take_along_axis(mu, comp, 1) + np.take_along_axis(sd, comp, 1) * rng.standard_normal((R, M))
+            if alpha > 0:
+                fresh = rng.random((R, M)) < alpha
+                n_f = int(fresh.sum())
+                new[fresh] = c[rng.integers(0, K, n_f)] + std * rng.standard_normal(n_f)
+            x = new if strategy == "replace" else np.concatenate([x, new], axis=1)
     return MixtureHistory(W, MU, SD, modes)
 
 
