@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from memdyn.claims import Z_CI, Z_TOL, claim, mean_se, weighted_line_fit
+from memdyn.claims import Z_CI, Z_TOL, claim
+from memdyn.stats import line_fit, mean_se
 from memdyn.experiments import EXPERIMENTS, ConfigError
 from memdyn.experiments.base import parse_value
 from memdyn.store import RunStore
@@ -27,9 +28,9 @@ def test_mean_se_and_line_fit():
     m, se = mean_se([1.0, 2.0, 3.0, 4.0])
     assert m == 2.5 and se == pytest.approx(np.std([1, 2, 3, 4], ddof=1) / 2)
     x = np.array([0.1, 0.2, 0.3, 0.5])
-    coef, cov = weighted_line_fit(x, 2.0 - 3.0 * x, np.full(4, 0.01))
-    np.testing.assert_allclose(coef, [2.0, -3.0], atol=1e-12)
-    assert cov[0, 0] > 0
+    fit = line_fit(x, 2.0 - 3.0 * x, np.full(4, 0.01))
+    np.testing.assert_allclose([fit.intercept, fit.slope], [2.0, -3.0], atol=1e-12)
+    assert fit.cov[0, 0] > 0 and fit.chi2 < 1e-12 and not fit.flagged
 
 
 def test_store_atomic_json_table_and_cells(tmp_path):
@@ -95,3 +96,68 @@ def test_cross_field_validation():
     assert math.isclose(gibbs.grid(cfg)[-1], 2 * t_max / cfg.sigma**2)
     with pytest.raises(ConfigError, match="gibbs.saddle"):
         gibbs.resolve(False, {"saddle": 0.05})
+
+
+def test_cells_are_keyed_by_the_code_hash(tmp_path, monkeypatch):
+    from memdyn import store as store_mod
+    from memdyn.experiments.base import Context
+
+    ctx = Context(RunStore(tmp_path / "r"), "exp", 0)
+    calls = []
+    compute = lambda: calls.append(1) or {"v": np.arange(2.0)}  # noqa: E731
+    ctx.cell("k", compute)
+    ctx.cell("k", compute)
+    assert len(calls) == 1  # reused while the code is the same
+    monkeypatch.setattr(store_mod, "code_hash", lambda: "000000000000")
+    monkeypatch.setattr("memdyn.experiments.base.code_hash", lambda: "000000000000")
+    ctx.cell("k", compute)
+    assert len(calls) == 2  # other code: recomputed, never mixed
+    assert len(list((tmp_path / "r/exp/cells").glob("k.*.npz"))) == 2
+
+
+def test_claim_error_budget():
+    c = claim("x", 1.0, 1.35, 0.05, predicted_se=0.05, systematic=0.02, systematic_source="computed bias")
+    assert c.tolerance == pytest.approx(Z_TOL * math.hypot(0.05, 0.05) + 0.02)
+    assert c.z == pytest.approx(0.35 / math.hypot(0.05, 0.05)) and c.kind == "statistical"
+    assert not c.holds  # 0.35 > 4 * 0.0707 + 0.02 = 0.303
+    d = claim("solver", 0.5, 0.503, accuracy=0.01, accuracy_source="documented target")
+    assert d.holds and d.z is None and d.kind == "deterministic" and d.tolerance == 0.01
+    with pytest.raises(ValueError, match="source"):
+        claim("x", 1.0, 1.0, systematic=0.1)
+    with pytest.raises(ValueError, match="source"):
+        claim("x", 1.0, 1.0, accuracy=0.1)
+    assert claim("low", 2.0, 1.9, 0.05, side="at_least").holds and not claim("low", 2.0, 1.7, 0.05, side="at_least").holds
+
+
+def test_line_fit_flags_misfit_and_inflates_by_birge_ratio():
+    x = np.linspace(0.0, 1.0, 8)
+    se = np.full(8, 0.01)
+    good = line_fit(x, 1 + 2 * x + se * np.array([1, -1, 0.5, -0.5, 1, -1, 0.3, -0.3]), se)
+    assert not good.flagged and good.p_value > 0.01
+    bad = line_fit(x, 1 + 2 * x + 0.5 * x**2, se)  # curved data, tiny errors
+    assert bad.flagged and bad.p_value < 1e-3 and bad.birge == pytest.approx(math.sqrt(bad.chi2 / 6))
+    plain_se = math.sqrt(np.linalg.inv(np.stack([np.ones(8), x], 1).T @ np.stack([np.ones(8), x], 1) / 1e-4)[0, 0])
+    assert bad.intercept_se == pytest.approx(plain_se * bad.birge)
+    c = claim("intercept", 1.0, bad.intercept, bad.intercept_se, fit=bad)
+    assert c.flagged and "INCONSISTENT" in c.detail
+
+
+def test_extrapolate_recovers_a_polynomial_limit_and_bounds_the_bias():
+    from memdyn.stats import extrapolate
+
+    a = np.linspace(0.01, 0.05, 6)
+    e = extrapolate(a, -0.3 + 2 * a - 7 * a**2, degree=2)
+    assert e.value == pytest.approx(-0.3, abs=1e-12) and e.bias == pytest.approx(abs(e.lower + 0.3))
+    e3 = extrapolate(a, -0.3 + 2 * a - 7 * a**2 + 40 * a**3, degree=2)
+    assert abs(e3.value + 0.3) <= e3.bias  # the cruder fit's change bounds the better one's error
+    with pytest.raises(ValueError, match="distinct points"):
+        extrapolate([0.1, 0.2], [1.0, 2.0], degree=2)
+
+
+def test_z_summary_of_standard_normals():
+    from memdyn.stats import z_summary
+
+    z = np.random.default_rng(0).standard_normal(400)
+    s = z_summary(z)
+    assert abs(s.mean) < 4 / 20 and abs(s.sd - 1) < 4 * 0.0354 and s.ks_p > 1e-3 and not s.off()
+    assert z_summary(2 * z).off() and z_summary(z + 1).off()

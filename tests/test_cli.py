@@ -82,23 +82,28 @@ def test_quick_timescales_end_to_end_and_reproducible(tmp_path):
 
 
 def test_kill_and_resume_equals_uninterrupted(tmp_path):
-    args = ["run", "timescales", "gibbs", "--quick", "--set", "gibbs.chains=200", "--set", "gibbs.mix=3",
-            "--out", "K"]
+    args = ["run", "timescales", "gibbs", "--quick", "--set", "gibbs.chains=400", "--set", "gibbs.mix=3",
+            "--set", "gibbs.steps=0.0158,0.0178,0.0198", "--set", "gibbs.events=50", "--out", "K"]
     proc = subprocess.Popen([*EXE, *args], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     done = tmp_path / "K/timescales/results.json"
     t0 = time.time()
     while not done.exists() and time.time() - t0 < 300:
         time.sleep(0.2)
-    time.sleep(1.0)  # let gibbs store a cell or two
+    cells = tmp_path / "K/gibbs/cells"
+    while not (cells.exists() and any(cells.glob("*.npz"))) and time.time() - t0 < 300:
+        time.sleep(0.05)  # kill once gibbs has stored a cell and before it finishes
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert done.exists() and not (tmp_path / "K/results.json").exists()
     stamp = done.stat().st_mtime_ns
+    kept = {p.name: p.stat().st_mtime_ns for p in cells.glob("*.npz")}
+    assert kept and not (tmp_path / "K/gibbs/results.json").exists()
     out = memdyn(*args, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "timescales: finished earlier" in out.stderr
     assert done.stat().st_mtime_ns == stamp  # not recomputed
+    assert {p.name: p.stat().st_mtime_ns for p in cells.glob("*.npz") if p.name in kept} == kept  # cells reused
     ref = memdyn(*args[:-1], "REF", cwd=tmp_path)
     assert ref.returncode == 0
     a = json.loads((tmp_path / "K/results.json").read_text())["claims"]
@@ -106,3 +111,24 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path):
     assert a == b
     for t in ("gibbs/tables/occupation.parquet", "timescales/tables/covariance.parquet"):
         pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "K" / t), pd.read_parquet(tmp_path / "REF" / t))
+
+
+def test_calibrate_reports_z_distribution_and_resumes(tmp_path):
+    args = ["calibrate", "degeneration", "--seeds", "3", "--start", "500", "--set", "replicates=100",
+            "--set", "relax=8", "--out", "C"]
+    out = memdyn(*args, cwd=tmp_path)
+    assert out.returncode in (0, 1), out.stderr
+    cal = json.loads((tmp_path / "C/calibration.json").read_text())
+    (exp,) = cal["experiments"]
+    assert exp["experiment"] == "degeneration" and exp["seeds"] == [500, 501, 502]
+    n_stat = sum(c["z"] is not None and c["side"] == "both" for s in (500, 501, 502)
+                 for c in json.loads((tmp_path / f"C/seed-{s}/results.json").read_text())["claims"])
+    assert len(exp["z"]) == n_stat > 0 and exp["summary"]["n"] == n_stat
+    assert (tmp_path / "C/calibration.png").stat().st_size > 10_000 and (tmp_path / "C/report.html").exists()
+    assert "degeneration: 3 seeds, z: n=" in out.stdout
+    stamp = (tmp_path / "C/seed-500/degeneration/results.json").stat().st_mtime_ns
+    again = memdyn(*args, cwd=tmp_path)  # a rerun reuses every finished seed
+    assert again.returncode == out.returncode
+    assert (tmp_path / "C/seed-500/degeneration/results.json").stat().st_mtime_ns == stamp
+    bad = memdyn("calibrate", "degeneration", "--seeds", "1", cwd=tmp_path)
+    assert bad.returncode == 2 and "seeds=1" in bad.stderr and "Traceback" not in bad.stderr

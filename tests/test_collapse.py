@@ -5,7 +5,8 @@ import pytest
 from scipy.special import digamma
 from scipy.stats import binom
 
-from memdyn.claims import Z_TOL, mean_se
+from memdyn.claims import Z_TOL
+from memdyn.stats import mean_se
 from memdyn.collapse import exact_fit, gaussian_refit, initial_counts, kde_refit, mixture_refit
 from memdyn.markov import MarkovChain
 

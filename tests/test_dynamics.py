@@ -7,9 +7,11 @@ from scipy.linalg import solve_discrete_lyapunov
 
 from memdyn import (
     S1, DivergenceError, DoubleWell, FirstPassage, Gaussian, LeastSquares, Minibatch, Moments, Occupation,
-    Quadratic, StudentT, Trace, fast_ode, intervals, s1_noise, simulate, slow_ode, stationary_1d,
+    Quadratic, StudentT, Trace, fast_ode, intervals, s1_noise, simulate, slow_ode,
 )
-from memdyn.claims import Z_TOL, mean_se
+from memdyn.claims import Z_TOL
+from memdyn.reference import stationary_1d
+from memdyn.stats import mean_se
 
 
 def run(land, noise, chains=3000, steps=64, chunk=None, seed=5, **kw):

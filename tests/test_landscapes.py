@@ -85,3 +85,16 @@ def test_tilted_well_equilibria_are_roots():
     for x, _ in eq:
         assert abs(fam.well.df(x) + 0.1) < 1e-12
     assert len(fam.equilibria(2.0)) == 1  # past the fold only one branch survives
+
+
+def test_s1_with_bilinear_coupling_has_its_critical_point():
+    import torch
+
+    from memdyn import BilinearCoupling, Quadratic, S1
+
+    land = S1(Quadratic(np.diag([2.0, 3.0]), center=[0.5, -1.0]),
+              BilinearCoupling([1.0, 2.0, 0.5], np.full((2, 3), 0.1)), 0.1)
+    (c,) = land.critical_points()
+    assert c.index == 0 and c.location.shape == (5,)
+    assert float(land.grad(torch.tensor(c.location[None])).abs().max()) < 1e-12
+    assert c.value == pytest.approx(float(land.value(torch.tensor(c.location[None]))[0]))

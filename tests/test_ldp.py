@@ -64,9 +64,10 @@ def test_arrhenius_and_gibbs_fits_recover_known_lines():
     V, P = 0.4, 3.0
     t = P * np.exp(V / a) / a
     fit = arrhenius_fit(a, t, 0.01 * t)
-    assert math.isclose(fit["barrier"], V, rel_tol=1e-10) and math.isclose(fit["log_prefactor"], math.log(P))
+    assert math.isclose(fit.barrier, V, rel_tol=1e-10) and math.isclose(fit.log_prefactor, math.log(P))
+    assert fit.line.chi2 < 1e-12 and fit.line.p_value == pytest.approx(1.0)
     g = gibbs_fit(a, -0.3 + 0.5 * a, np.full(4, 0.01))
-    assert math.isclose(g["intercept"], -0.3) and math.isclose(g["slope"], 0.5)
+    assert math.isclose(g.intercept, -0.3) and math.isclose(g.slope, 0.5)
 
 
 def test_bad_costs():
@@ -80,7 +81,7 @@ def test_bad_costs():
 
 def test_mean_exit_time_1d_approaches_kramers_at_low_temperature():
     from memdyn import DoubleWell
-    from memdyn.ldp import mean_exit_time_1d
+    from memdyn.reference import sde_exit_time_1d as mean_exit_time_1d
 
     w = DoubleWell(-1, 0.2, 1)
     ratios = []
@@ -96,8 +97,8 @@ def test_bridge_corrected_exit_times_match_exact_mean():
     import torch
 
     from memdyn import DoubleWell, ExitTime, Gaussian, simulate
-    from memdyn.claims import mean_se
-    from memdyn.ldp import mean_exit_time_1d
+    from memdyn.reference import sde_exit_time_1d as mean_exit_time_1d
+    from memdyn.stats import mean_se
 
     w, a, sigma, b = DoubleWell(-1, 0.2, 1), 0.04, 2.6, 1.0
     exact = mean_exit_time_1d(w, sigma, a, -1.0, b)

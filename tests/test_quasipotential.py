@@ -89,9 +89,15 @@ def test_mam_second_order_in_points():
 
 
 def test_mam_maier_stein_path_leaves_axis():
-    on_axis = min_action_path(maier_stein(10.0), [-1, 0], [0, 0])  # the symmetric axis path: 1/2
+    # a single straight start lies on the invariant axis y = 0 and stays there: the axis path, action 1/2
+    on_axis = min_action_path(maier_stein(10.0), [-1, 0], [0, 0], starts=1)
     assert on_axis.action == pytest.approx(0.5, rel=1e-3)
+    # the default bent starts leave the axis, keep the least action and report that the starts disagree
+    default = min_action_path(maier_stein(10.0), [-1, 0], [0, 0])
+    assert default.action < 0.45 and not default.starts_agree and default.start_actions.size == 3
+    assert np.abs(default.path[:, 1]).max() > 0.2
     off = min_action_path(maier_stein(10.0), [-1, 0], [0, 0], init=[[-0.5, 0.4]])
+    assert off.action == pytest.approx(default.action, rel=1e-3)
     assert off.converged and off.action < 0.45
     assert np.abs(off.path[:, 1]).max() > 0.2
     # below beta = 4 the axis path is the minimiser even from an off-axis start

@@ -4,8 +4,8 @@ The public API is re-exported here; everything else is private.
 """
 
 from .collapse import exact_fit, gaussian_refit
-from .dynamics import BLOCK, DivergenceError, Simulation, fast_equilibrium, fast_ode, simulate, slow_ode, stationary_1d
-from . import episodes, ldp
+from .dynamics import BLOCK, DivergenceError, Simulation, fast_equilibrium, fast_ode, simulate, slow_ode
+from . import episodes, ldp, reference, stats
 from .episodes import Episodes, StreamingDetector, core_sets
 from .landscapes import (
     BilinearCoupling,
@@ -26,11 +26,11 @@ from .observers import ExitTime, FirstPassage, Moments, Occupation, Observer, Tr
 __version__ = "0.1.0"
 
 __all__ = [
-    "BLOCK", "DivergenceError", "Simulation", "simulate", "fast_ode", "fast_equilibrium", "slow_ode", "stationary_1d",
+    "BLOCK", "DivergenceError", "Simulation", "simulate", "fast_ode", "fast_equilibrium", "slow_ode",
     "Landscape", "CriticalPoint", "Quadratic", "DoubleWell", "DoubleWellND", "S1", "BilinearCoupling",
     "TiltedWell", "Modulated", "LeastSquares",
     "Noise", "Gaussian", "StateDependentGaussian", "StudentT", "Minibatch", "s1_noise",
-    "episodes", "ldp", "Episodes", "StreamingDetector", "core_sets",
+    "episodes", "ldp", "reference", "stats", "Episodes", "StreamingDetector", "core_sets",
     "MarkovChain", "gth_stationary", "exact_fit", "gaussian_refit",
     "Observer", "ExitTime", "Trace", "Moments", "Occupation", "FirstPassage", "intervals",
     "__version__",

@@ -1,17 +1,30 @@
-"""Claims: a prediction of the theory beside a measurement, with its confidence interval.
+"""Claims: a prediction of the theory beside a measurement, with the error budget that decides
+between them.
 
-Convention (used by every experiment, stated once here):
+A claim's tolerance is derived, never typed in. Its parts:
 
-* ``ci_low, ci_high`` is the two-sided 95 % confidence interval of the measurement,
-  measured +- 1.96 se.
-* ``tolerance = Z_TOL * se + abs_floor``: the claim holds when |measured - predicted| <= tolerance.
-  Z_TOL = 4 makes the chance that a true claim is reported as failing 6e-5 per claim (about 1e-3
-  for a suite of a dozen claims), so a failure means a real discrepancy, not bad luck.
-  ``abs_floor`` is used only for deterministic checks (se = 0), where it is the floating-point
-  tolerance of the computation or the accuracy target of a numerical method.
-* One-sided claims (``side="at_least"`` / ``"at_most"``: a convergence order of at least 1, an
-  action below the symmetric path's) hold when measured >= predicted - tolerance, or
-  measured <= predicted + tolerance.
+* ``se``: standard error of the measurement (independent repetitions, see :mod:`memdyn.stats`);
+* ``predicted_se``: standard error of the prediction, when the prediction is itself estimated;
+* ``systematic``: a bias bound of the comparison that is *computed*, with its ``systematic_source``
+  (for example the residual of an a -> 0 extrapolation of exact finite-step values);
+* ``accuracy``: for a deterministic solver check, the solver's documented accuracy target (or the
+  floating-point resolution of a closed form), with its ``accuracy_source``.
+
+Then ``tolerance = Z_TOL * sqrt(se^2 + predicted_se^2) + |systematic| + accuracy``, and
+
+* a two-sided claim holds when |measured - predicted| <= tolerance;
+* a one-sided claim (``side="at_least"`` / ``"at_most"``) holds when measured >= predicted -
+  tolerance, or measured <= predicted + tolerance; the threshold ``predicted`` must come from a
+  theory object (the W-graph's pick, a solver's value, a method's theoretical order).
+
+Z_TOL = 4 makes the chance that a true statistical claim is reported as failing 6e-5 per claim
+(about 1e-3 for a suite of a dozen claims), so a failure means a real discrepancy, not bad luck.
+
+A claim is *statistical* when it carries a standard error; its standardised residual
+``z = (measured - predicted) / sqrt(se^2 + predicted_se^2)`` should be N(0, 1) over seeds when the
+prediction is exact (``memdyn calibrate`` checks this). ``ci_low, ci_high`` is the 95 % interval
+measured +- 1.96 se. A claim built on a line fit carries the fit's misfit: ``flagged`` is set when
+the fit is inconsistent with a line (see :func:`memdyn.stats.line_fit`), and the report shows it.
 
 All numbers must be finite: a NaN never reaches results.json.
 """
@@ -21,9 +34,9 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-import numpy as np
+from .stats import LineFit
 
-__all__ = ["Claim", "claim", "Z_CI", "Z_TOL", "mean_se", "weighted_line_fit"]
+__all__ = ["Claim", "claim", "Z_CI", "Z_TOL"]
 
 Z_CI = 1.959963984540054
 Z_TOL = 4.0
@@ -31,65 +44,78 @@ Z_TOL = 4.0
 
 @dataclass(frozen=True)
 class Claim:
-    """One prediction vs one measurement."""
+    """One prediction vs one measurement, with its error budget (see the module docstring)."""
 
     name: str
     predicted: float
     measured: float
+    se: float
+    predicted_se: float
+    systematic: float
+    systematic_source: str
+    accuracy: float
+    accuracy_source: str
+    tolerance: float
     ci_low: float
     ci_high: float
-    tolerance: float
     holds: bool
+    z: float | None
+    flagged: bool = False
     detail: str = ""
     side: str = "both"
 
+    @property
+    def kind(self) -> str:
+        """'statistical' (carries a standard error) or 'deterministic'."""
+        return "statistical" if self.z is not None else "deterministic"
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "kind": self.kind}
 
 
-def claim(name: str, predicted: float, measured: float, se: float, *, abs_floor: float = 0.0,
-          detail: str = "", side: str = "both") -> Claim:
-    """Build a :class:`Claim` from an estimate and its standard error (see module docstring)."""
+def claim(name: str, predicted: float, measured: float, se: float = 0.0, *, predicted_se: float = 0.0,
+          systematic: float = 0.0, systematic_source: str = "", accuracy: float = 0.0, accuracy_source: str = "",
+          fit: LineFit | None = None, detail: str = "", side: str = "both") -> Claim:
+    """Build a :class:`Claim` from an estimate and its error budget (see the module docstring).
+
+    Parameters
+    ----------
+    name : str
+    predicted, measured : float
+    se, predicted_se : float
+        Standard errors of the measurement and of the prediction (>= 0).
+    systematic, systematic_source : float, str
+        A computed bias bound and where it comes from (required together).
+    accuracy, accuracy_source : float, str
+        A deterministic solver's documented accuracy target and where it is documented (required
+        together).
+    fit : LineFit, optional
+        The line fit the measurement comes from: its misfit goes into ``detail`` and ``flagged``.
+    detail : str
+    side : {'both', 'at_least', 'at_most'}
+    """
     if side not in ("both", "at_least", "at_most"):
         raise ValueError(f"claim {name!r}: side must be 'both', 'at_least' or 'at_most', got {side!r}")
-    vals = {"predicted": predicted, "measured": measured, "se": se}
+    vals = {"predicted": predicted, "measured": measured, "se": se, "predicted_se": predicted_se,
+            "systematic": systematic, "accuracy": accuracy}
     bad = [k for k, v in vals.items() if not math.isfinite(float(v))]
     if bad:
         raise ValueError(f"claim {name!r}: non-finite {', '.join(bad)} ({vals})")
-    if se < 0:
-        raise ValueError(f"claim {name!r}: se must be >= 0, got {se}")
-    predicted, measured, se = float(predicted), float(measured), float(se)
-    tol = Z_TOL * se + abs_floor
+    for key in ("se", "predicted_se", "accuracy"):
+        if vals[key] < 0:
+            raise ValueError(f"claim {name!r}: {key} must be >= 0, got {vals[key]}")
+    if systematic and not systematic_source:
+        raise ValueError(f"claim {name!r}: a systematic budget needs its source (systematic_source)")
+    if accuracy and not accuracy_source:
+        raise ValueError(f"claim {name!r}: an accuracy target needs its source (accuracy_source)")
+    predicted, measured = float(predicted), float(measured)
+    stat = math.hypot(float(se), float(predicted_se))
+    tol = Z_TOL * stat + abs(float(systematic)) + float(accuracy)
     diff = measured - predicted
     holds = {"both": abs(diff) <= tol, "at_least": diff >= -tol, "at_most": diff <= tol}[side]
-    return Claim(name, predicted, measured, measured - Z_CI * se, measured + Z_CI * se, tol, bool(holds), detail, side)
-
-
-def mean_se(samples) -> tuple[float, float]:
-    """Mean of independent samples and its standard error s / sqrt(n)."""
-    x = np.asarray(samples, dtype=np.float64).ravel()
-    if x.size < 2:
-        raise ValueError("need at least 2 independent samples for a standard error")
-    return float(x.mean()), float(x.std(ddof=1) / math.sqrt(x.size))
-
-
-def weighted_line_fit(x, y, se) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted least squares y = c0 + c1 x with known standard errors of y.
-
-    Returns
-    -------
-    coef : ndarray (c0, c1)
-    cov : ndarray (2, 2)
-        Covariance of the coefficients, (X^T W X)^-1 with W = diag(1/se^2). It is not rescaled
-        by the residual chi^2: the se are taken as known.
-    """
-    x, y, se = (np.asarray(v, dtype=np.float64).ravel() for v in (x, y, se))
-    if not (x.size == y.size == se.size) or x.size < 2:
-        raise ValueError("need matching x, y, se with at least 2 points")
-    if np.any(se <= 0):
-        raise ValueError("standard errors must be > 0")
-    X = np.stack([np.ones_like(x), x], axis=1)
-    W = 1.0 / se**2
-    cov = np.linalg.inv(X.T @ (X * W[:, None]))
-    coef = cov @ (X.T @ (W * y))
-    return coef, cov
+    flagged = bool(fit is not None and fit.flagged)
+    if fit is not None:
+        detail = f"{detail}; {fit.misfit}" if detail else fit.misfit
+    return Claim(name, predicted, measured, float(se), float(predicted_se), float(systematic), systematic_source,
+                 float(accuracy), accuracy_source, tol, measured - Z_CI * se, measured + Z_CI * se, bool(holds),
+                 diff / stat if stat > 0 else None, flagged, detail, side)

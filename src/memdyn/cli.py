@@ -1,4 +1,4 @@
-"""The ``memdyn`` command: list, config, run, report.
+"""The ``memdyn`` command: list, config, run, report, calibrate.
 
 Exit codes: 0 all claims hold; 1 a claim fails or a simulation diverged; 2 bad input (one line on
 stderr naming the key, no traceback).
@@ -71,6 +71,41 @@ def run(
             typer.echo(f"memdyn: {msg}", err=True)
         if failed:
             typer.echo(f"memdyn: {len(failed)} of {len(summary.claims)} claims fail", err=True)
+        raise typer.Exit(1)
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    experiments: Optional[List[str]] = typer.Argument(None, help="experiments to calibrate (default: all)"),
+    seeds: int = typer.Option(20, "--seeds", help="number of seeds (>= 2)"),
+    start: int = typer.Option(1000, "--start", help="first seed (>= 0)"),
+    full: bool = typer.Option(False, "--full", help="use the full form of each experiment (default: --quick form)"),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="KEY=VALUE or EXPERIMENT.KEY=VALUE (repeatable)"),
+    jobs: int = typer.Option(1, "--jobs", help="seeds run in parallel processes"),
+    out: Optional[Path] = typer.Option(None, "--out", help="calibration directory (default runs/calibrate-<timestamp>)"),
+):
+    """Run experiments over many seeds; report the z distribution of their statistical claims and every failure."""
+    import datetime as _dt
+
+    from .calibration import MEAN_MAX, SD_MAX, calibrate
+
+    if out is None:
+        out = Path("runs") / f"calibrate-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    try:
+        cal = calibrate(experiments or [], out, seeds=seeds, start=start, quick=not full, sets=set_ or [], jobs=jobs)
+    except ConfigError as e:
+        _fail(str(e))
+    for e in cal.experiments:
+        s = e.summary
+        zs = f"z: n={s.n} mean {s.mean:+.3f} sd {s.sd:.3f} KS p={s.ks_p:.3g}" if s else "no statistical claims"
+        mark = "ok " if e.ok else "OFF"
+        typer.echo(f"  [{mark}] {e.experiment}: {len(e.seeds)} seeds, {zs}, {len(e.failures)} failing claims"
+                   f"{f', {len(e.errors)} errors' if e.errors else ''}")
+        for seed, name in e.failures[:5]:
+            typer.echo(f"        seed {seed}: {name}")
+    typer.echo(f"report: {cal.out / 'report.html'}")
+    if not cal.ok:
+        typer.echo(f"memdyn: calibration is off (a failing claim, or sd > {SD_MAX} or |mean| > {MEAN_MAX})", err=True)
         raise typer.Exit(1)
 
 

@@ -39,7 +39,6 @@ __all__ = [
     "fast_ode",
     "fast_equilibrium",
     "slow_ode",
-    "stationary_1d",
 ]
 
 #: Chains per random stream. Part of the definition of a seed's streams: do not change.
@@ -365,46 +364,3 @@ def slow_ode(landscape: Landscape, y0, tau, x0) -> tuple[np.ndarray, np.ndarray]
         x = fast_equilibrium(landscape, yv, x)
         lam.append(x)
     return sol.y.T, np.asarray(lam)
-
-
-def stationary_1d(landscape: Landscape, sigma, step: float, lo: float, hi: float, n: int = 2500):
-    """Exact stationary law of 1-D constant-step SGD with Gaussian noise, by its transfer operator.
-
-    The iteration x' = x - a F'(x) - a sigma(x) z, z ~ N(0, 1), is discretised on ``n`` cells of
-    [lo, hi] (each cell's mass moves with the Gaussian kernel of mean x - a F'(x) and standard
-    deviation a sigma(x); mass beyond the ends is returned to the end cells). ``sigma`` is a number
-    or a function of an array of positions (state-dependent noise). The cell width must be well
-    below a sigma.
-
-    Returns
-    -------
-    x : ndarray (n,)
-        Cell centres.
-    p : ndarray (n,)
-        Stationary probability of each cell.
-    relaxation : float
-        Relaxation (mixing) time in steps, -1 / ln|second eigenvalue|.
-    """
-    from scipy.sparse.linalg import eigs
-    from scipy.special import ndtr
-
-    if landscape.dim != 1:
-        raise ValueError(f"stationary_1d needs a 1-D landscape, got dim={landscape.dim}")
-    x = np.linspace(lo, hi, n)
-    h = x[1] - x[0]
-    sig = np.broadcast_to(np.asarray(sigma(x) if callable(sigma) else sigma, dtype=np.float64), x.shape)
-    if not np.all(sig > 0):
-        raise ValueError("sigma must be > 0 everywhere on [lo, hi]")
-    if h > 0.25 * step * sig.min():
-        raise ValueError(f"grid too coarse: cell {h:.3g} must be <= a*sigma/4 = {0.25 * step * sig.min():.3g}; raise n")
-    mean = x - step * landscape.grad(torch.as_tensor(x[:, None]))[:, 0].numpy()
-    edges = np.concatenate([[-np.inf], 0.5 * (x[1:] + x[:-1]), [np.inf]])
-    cdf = ndtr((edges[None, :] - mean[:, None]) / (step * sig[:, None]))
-    P = np.diff(cdf, axis=1)
-    P /= P.sum(axis=1, keepdims=True)
-    vals, vecs = eigs(P.T, k=2, which="LM", tol=1e-12, v0=np.full(n, 1.0 / n))  # fixed start: deterministic
-    order = np.argsort(-np.abs(vals))
-    pi = np.abs(np.real(vecs[:, order[0]]))
-    pi /= pi.sum()
-    second = float(np.abs(vals[order[1]]))
-    return x, pi, float(-1.0 / np.log(second))

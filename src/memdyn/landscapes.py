@@ -341,7 +341,7 @@ class BilinearCoupling(Landscape):
 
 
 class S1(Landscape):
-    """Two-time-scale composition F(x, y) = F0(x) + eps F1(x, y)   (MODEL.md §1, S1).
+    """Two-time-scale composition F(x, y) = F0(x) + eps F1(x, y) (the stylized loss S1).
 
     Parameters
     ----------
@@ -395,13 +395,13 @@ class S1(Landscape):
         if not self.is_quadratic:
             raise NotImplementedError("S1 is a quadratic only when fast and coupling parts are")
         H = self.hessian(np.zeros(self.dim))
-        # grad = H theta - (H0 c0 (padded) + eps H1 c1)
-        b = self.eps * self.coupling.H @ self.coupling.center
-        b[: self.fast_dim] += self.fast.H @ self.fast.center
-        return Quadratic(H, np.linalg.solve(H, b), fast_dim=self.fast_dim)
+        # a quadratic's gradient is H theta + grad(0), so its centre solves H c = -grad(0); any quadratic
+        # parts work (Quadratic, BilinearCoupling, ...), not only those that store a centre
+        g0 = self.grad(torch.zeros(1, self.dim, dtype=torch.float64))[0].numpy()
+        return Quadratic(H, np.linalg.solve(H, -g0), fast_dim=self.fast_dim)
 
     def critical_points(self):
-        return self.as_quadratic().critical_points()
+        return [self._critical(c.location) for c in self.as_quadratic().critical_points()]
 
     @classmethod
     def quadratic(cls, fast_curvature: float, slow_curvature: float, coupling: float, eps: float) -> "S1":

@@ -50,17 +50,29 @@ def write_report(run_dir) -> Path:
     for name, msg in res.get("errors", {}).items():
         parts.append(f"<p class='err'><b>{html.escape(name)}</b>: {html.escape(msg)}</p>")
     parts.append("<h2>Claims</h2><p>Prediction of the theory beside the measurement; CI is the 95% confidence "
-                 "interval of the measurement; a claim holds when |measured - predicted| &le; tolerance = 4 standard "
-                 "errors (plus the accuracy target of a deterministic computation); a predicted value marked &ge; or "
-                 "&le; is a one-sided bound.</p>")
+                 "interval of the measurement. The tolerance is derived from the error budget: 4 standard errors of "
+                 "measured - predicted, plus a computed systematic bias (its source in the row's tooltip), plus the "
+                 "documented accuracy target of a deterministic solver; a claim holds when |measured - predicted| "
+                 "&le; tolerance. A predicted value marked &ge; or &le; is a one-sided bound. z is (measured - "
+                 "predicted) / se for statistical claims. <span class='bad'>misfit</span> marks a claim resting on a "
+                 "line fit inconsistent with a line (chi^2 p &lt; 0.001; its errors are inflated by the Birge ratio)."
+                 "</p>")
     parts.append("<table><tr><th class='name'>experiment</th><th class='name'>claim</th><th>predicted</th>"
-                 "<th>measured</th><th>95% CI</th><th>tolerance</th><th>verdict</th></tr>")
+                 "<th>measured</th><th>95% CI</th><th>z</th><th>systematic</th><th>accuracy</th><th>tolerance</th>"
+                 "<th>verdict</th></tr>")
     for c in res["claims"]:
         ok = "<span class='ok'>holds</span>" if c["holds"] else "<span class='bad'>fails</span>"
+        if c.get("flagged"):
+            ok += " <span class='bad'>misfit</span>"
+        tip = "; ".join(t for t in (c.get("detail", ""), c.get("systematic_source", ""), c.get("accuracy_source", ""))
+                        if t)
+        z = "" if c.get("z") is None else f"{c['z']:+.2f}"
         parts.append(f"<tr><td class='name'>{html.escape(c['experiment'])}</td>"
-                     f"<td class='name' title='{html.escape(c.get('detail', ''))}'>{html.escape(c['name'])}</td>"
+                     f"<td class='name' title='{html.escape(tip)}'>{html.escape(c['name'])}</td>"
                      f"<td>{_BOUND.get(c.get('side', 'both'), '')}{_num(c['predicted'])}</td><td>{_num(c['measured'])}</td>"
-                     f"<td>[{_num(c['ci_low'])}, {_num(c['ci_high'])}]</td><td>{_num(c['tolerance'])}</td>"
+                     f"<td>[{_num(c['ci_low'])}, {_num(c['ci_high'])}]</td><td>{z}</td>"
+                     f"<td>{_num(c.get('systematic', 0.0)) if c.get('systematic') else ''}</td>"
+                     f"<td>{_num(c.get('accuracy', 0.0)) if c.get('accuracy') else ''}</td><td>{_num(c['tolerance'])}</td>"
                      f"<td>{ok}</td></tr>")
     parts.append("</table>")
     for name in res["experiments"]:

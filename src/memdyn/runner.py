@@ -20,7 +20,7 @@ from pathlib import Path
 from .dynamics import DivergenceError
 from .experiments import EXPERIMENTS
 from .experiments.base import ConfigError, Context, ExperimentError, parse_value
-from .store import RunStore
+from .store import RunStore, code_hash
 
 __all__ = ["RunSummary", "run_suite", "resolve_configs", "versions"]
 
@@ -127,7 +127,7 @@ def run_suite(names: list[str], out: str | os.PathLike | None = None, *, quick: 
     errors: dict[str, str] = {}
     for i, (name, cfg) in enumerate(configs.items(), 1):
         done = store.read_json(f"{name}/results.json")
-        if done is not None and done.get("config") == new[name]:
+        if done is not None and done.get("config") == new[name] and done.get("code") == code_hash():
             _say(f"[{i}/{len(configs)}] {name}: finished earlier, reusing {out}/{name}")
             continue
         _say(f"[{i}/{len(configs)}] {name}: {EXPERIMENTS[name].summary}")
@@ -160,7 +160,7 @@ def run_suite(names: list[str], out: str | os.PathLike | None = None, *, quick: 
         if err.exists():
             err.unlink()
         store.write_json(f"{name}/results.json", {
-            "experiment": name, "config": new[name], "claims": claims, "figures": figures, "tables": tables,
+            "experiment": name, "config": new[name], "code": code_hash(), "claims": claims, "figures": figures, "tables": tables,
             "seconds": seconds, "summary": outcome.summary})
         n_ok = sum(c["holds"] for c in claims)
         _say(f"    done in {seconds:.1f} s: {n_ok}/{len(claims)} claims hold")

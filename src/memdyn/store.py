@@ -8,7 +8,9 @@ Layout of a run directory::
     <experiment>/results.json   written last: its presence marks the experiment finished
     <experiment>/tables/*.parquet
     <experiment>/figures/*.png
-    <experiment>/cells/*.npz    intermediate results (one simulation each), reused on resume
+    <experiment>/cells/*.npz    intermediate results (one simulation each), reused on resume; each
+                                name carries the hash of the code that produced it (:func:`code_hash`),
+                                so a resumed run never mixes results of two versions
 
 Every file is written to a temporary name in the same directory and renamed into place, so an
 interrupted run leaves either the old file or the new one, never half a file.
@@ -16,6 +18,8 @@ interrupted run leaves either the old file or the new one, never half a file.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import io
 import json
 import os
@@ -25,7 +29,19 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["RunStore", "atomic_write"]
+__all__ = ["RunStore", "atomic_write", "code_hash"]
+
+
+@functools.lru_cache(maxsize=None)
+def code_hash() -> str:
+    """12 hex digits of the SHA-256 of every source file of the installed memdyn package (paths and
+    contents): it changes with any change of the code that computes results."""
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*.py")):
+        h.update(p.relative_to(root).as_posix().encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:12]
 
 
 def atomic_write(path: Path, data: bytes) -> None:

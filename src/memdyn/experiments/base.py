@@ -11,7 +11,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..claims import Claim
-from ..store import RunStore
+from ..store import RunStore, code_hash
 
 __all__ = ["ConfigError", "ExperimentError", "ExperimentConfig", "Experiment", "Outcome", "Figure", "Context", "parse_value"]
 
@@ -63,9 +63,10 @@ class Context:
         return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
 
     def cell(self, key: str, compute) -> dict:
-        """Cached intermediate result (see :meth:`memdyn.store.RunStore.cell`)."""
+        """Cached intermediate result (see :meth:`memdyn.store.RunStore.cell`), keyed by ``key`` and
+        the hash of the code (:func:`memdyn.store.code_hash`)."""
         safe = "".join(c if c.isalnum() or c in "-_.=" else "_" for c in key)
-        return self.store.cell(f"{self.experiment}/cells/{safe}.npz", compute)
+        return self.store.cell(f"{self.experiment}/cells/{safe}.{code_hash()}.npz", compute)
 
 
 def parse_value(text: str):

@@ -18,7 +18,8 @@ import pandas as pd
 from matplotlib.figure import Figure as MplFigure
 from pydantic import Field
 
-from ..claims import claim, mean_se
+from ..claims import claim
+from ..stats import mean_se
 from ..collapse import exact_fit, initial_counts, wright_fisher_chain
 from .base import ConfigError, Context, Experiment, ExperimentConfig, ExperimentError, Figure, Outcome
 

@@ -20,7 +20,8 @@ from matplotlib.figure import Figure as MplFigure
 from pydantic import Field
 from scipy.stats import binom
 
-from ..claims import claim, mean_se
+from ..claims import claim
+from ..stats import mean_se
 from ..collapse import exact_fit, initial_counts
 from ..markov import MarkovChain
 from .base import ConfigError, Context, Experiment, ExperimentConfig, Figure, Outcome

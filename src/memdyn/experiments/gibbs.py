@@ -1,4 +1,4 @@
-"""Experiment ``gibbs``: the long-run law of constant-step SGD is Gibbs-like (MODEL.md §5).
+"""Experiment ``gibbs``: the long-run law of constant-step SGD is Gibbs-like.
 
 On the asymmetric double well F'(x) = k (x + 1)(x - s)(x - 1) with isotropic Gaussian noise of
 scale sigma, the occupation of the right (shallower) basin {x >= s} obeys
@@ -7,8 +7,10 @@ scale sigma, the occupation of the right (shallower) basin {x >= s} obeys
 
 (temperature = a sigma^2 / 2). For each step on a grid the experiment measures the occupation
 from many independent chains, checks it against the exact stationary law of the discrete chain
-(transfer operator, :func:`memdyn.dynamics.stationary_1d`), and extrapolates a ln(ratio) to
-a -> 0 by a weighted straight-line fit whose intercept is compared with -2 dF / sigma^2.
+(transfer operator, :func:`memdyn.reference.stationary_1d`), and extrapolates a ln(ratio) to
+a -> 0 by a weighted straight-line fit (see :mod:`memdyn.experiments.occupation` for the claims:
+the measured line against the exact chain's line, and the exact chain's extrapolation against
+-2 dF / sigma^2 with its computed residual bias).
 
 The default step grid spans temperatures T = a sigma^2 / 2 in [T_max / 2, T_max] with
 T_max = min(V_shallow / 1.5, |dF| / 3) (V_shallow: the barrier seen from the shallower well): cold
@@ -19,22 +21,17 @@ discrete chain's own line extrapolates within ~1.5 % of the limit for |s| in [0.
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure as MplFigure
 from pydantic import Field
 
-from ..claims import claim, mean_se
-from ..ldp import gibbs_fit
-from ..dynamics import simulate, stationary_1d
+from ..claims import claim
 from ..landscapes import DoubleWell
 from ..noise import Gaussian
-from ..observers import Occupation, intervals
-from .base import ConfigError, Context, Experiment, ExperimentConfig, ExperimentError, Figure, Outcome
-
-MAX_CHAIN_STEPS = 4e9  # refuse configurations that would run for hours
+from .base import ConfigError, Context, Experiment, ExperimentConfig, Figure, Outcome
+from .occupation import extrapolation_claims, plot_log_ratio, right_occupation
 
 
 class GibbsConfig(ExperimentConfig):
@@ -48,8 +45,11 @@ class GibbsConfig(ExperimentConfig):
         "[T_max/2, T_max], T_max = min(V_shallow/1.5, |dF|/3)"))
     chains: int = Field(10000, ge=100, le=10**6, description="independent chains per step size")
     mix: float = Field(15.0, ge=2, le=1000, description=(
-        "averaging window per chain, in mixing times of the exact discrete chain (after 5 mixing times of burn-in "
-        "from the deeper well)"))
+        "least averaging window per chain, in mixing times of the exact discrete chain (after 5 mixing times of "
+        "burn-in from the deeper well)"))
+    events: int = Field(400, ge=50, le=10**6, description=(
+        "least expected number of entries into the rarer well over all chains (the window is lengthened to reach "
+        "it; fewer events make the standard error of a rare occupation untrustworthy)"))
     dtype: str = Field("float32", pattern="^(float32|float64)$", description="simulation precision")
 
 
@@ -57,7 +57,7 @@ class Gibbs(Experiment):
     name = "gibbs"
     summary = "a*ln(occupation ratio) of a double well over a step grid, extrapolated to a->0, vs -2 dF/sigma^2"
     Config = GibbsConfig
-    quick = {"chains": 600, "mix": 6.0}
+    quick = {"chains": 2000, "mix": 6.0, "events": 100}
 
     def well(self, cfg) -> DoubleWell:
         return DoubleWell(-1.0, cfg.saddle, 1.0, cfg.scale)
@@ -89,78 +89,23 @@ class Gibbs(Experiment):
         sigma, dF = cfg.sigma, well.delta_f
         target = -2 * dF / sigma**2
         rows, claims = [], []
-        grid = self.grid(cfg)
-        for a in grid:
-            row = right_occupation(well, sigma, Gaussian(sigma), float(a), cfg.chains, cfg.mix, deep, ctx,
+        for a in self.grid(cfg):
+            row = right_occupation(well, sigma, Gaussian(sigma), float(a), cfg.chains, cfg.mix, cfg.events, deep, ctx,
                                    getattr(torch, cfg.dtype), f"a={a:.6g}")
             rows.append({**row, "temperature": a * sigma**2 / 2})
             claims.append(claim(f"right-well occupation at a={a:.4g}", row["p_right_exact"], row["p_right"],
                                 row["p_right_se"], detail="exact stationary law of the discrete chain (transfer operator)"))
         tab = pd.DataFrame(rows)
-        res = gibbs_fit(tab["step"], tab["a_log_ratio"], tab["a_log_ratio_se"])
-        chi2 = res["chi2"]
-        claims.insert(0, claim("a*ln(occupation ratio) extrapolated to a->0", target, res["intercept"], res["intercept_se"],
-                               detail=f"Gibbs / Freidlin-Wentzell: -2 dF / sigma^2, dF = {dF:.4g}; "
-                                      f"line fit chi2 = {chi2:.2f} on {len(tab) - 2} dof"))
-        fit = pd.DataFrame([{**res, "predicted": target,
-                             "delta_f": dF, "sigma": sigma}])
-        # the same fit through the exact discrete-chain values: the extrapolation's own systematic error
-        exact = gibbs_fit(tab["step"], tab["a_log_ratio_exact"], tab["a_log_ratio_se"])
-        fit["intercept_exact_chain"] = exact["intercept"]
-        n_ok = sum(c.holds for c in claims[1:])
+        ext_claims, res, exact, ext = extrapolation_claims(tab, well, sigma, target, "a*ln(occupation ratio)",
+                                                           f"Gibbs / Freidlin-Wentzell -2 dF / sigma^2 (dF = {dF:.4g})")
+        claims = ext_claims + claims
+        fit = pd.DataFrame([{"intercept": res.intercept, "intercept_se": res.intercept_se, "slope": res.slope,
+                             "slope_se": res.slope_se, "chi2": res.chi2, "dof": res.dof, "p_value": res.p_value,
+                             "intercept_exact_chain": exact.intercept, "exact_extrapolation": ext.value,
+                             "exact_extrapolation_bias": ext.bias, "predicted": target, "delta_f": dF, "sigma": sigma}])
+        n_ok = sum(c.holds for c in claims[2:])
         fig = _figure(tab, res, target, well, sigma, n_ok, exact)
         return Outcome(claims, {"occupation": tab, "fit": fit}, [fig])
-
-
-def right_occupation(well: DoubleWell, sigma, noise, a: float, chains: int, mix: float, start: float, ctx: Context,
-                     dtype, key: str) -> dict:
-    """Occupation of the right basin {x >= saddle} of 1-D constant-step SGD at step ``a``: measured
-    from ``chains`` independent chains started at ``start`` (after 5 mixing times of burn-in,
-    averaged over ``mix`` mixing times) and exact from the transfer operator of the discrete chain.
-
-    ``sigma`` is the noise scale (a number, or a function of positions for state-dependent noise,
-    matching ``noise``). Returns one table row: p_right (+ se, exact), a ln(p / (1 - p)) (+ se,
-    exact), the mixing time and the run length.
-    """
-    sig_hi = float(np.max(sigma(np.linspace(-2, 2, 401)))) if callable(sigma) else float(sigma)
-    sig_lo = float(np.min(sigma(np.linspace(-2, 2, 401)))) if callable(sigma) else float(sigma)
-    lo, hi = _support(well, sig_hi, a)
-    n_cells = int(min(20000, max(3000, 12 * (hi - lo) / (a * sig_lo))))
-    x, pi, tmix = stationary_1d(well, sigma, a, lo, hi, n_cells)
-    p_exact = float(pi[x >= well.saddle].sum())
-    burn = int(math.ceil(5 * tmix))  # from one well: residual bias <= e^-5 / mix of p
-    n_steps = burn + int(math.ceil(mix * tmix))
-    if n_steps * chains > MAX_CHAIN_STEPS:
-        raise ConfigError(f"{ctx.experiment}: at step {a:g} the chain mixes in {tmix:.3g} steps, so "
-                          f"{n_steps * chains:.3g} chain-steps would be needed (limit {MAX_CHAIN_STEPS:.0e}): use a "
-                          "larger step, less noise or fewer chains")
-    every = max(1, int(tmix // 50))
-
-    def cell():
-        sim = simulate(well, noise, float(a), n_steps, chains, init=[start], seed=ctx.seed_for("a", float(a)),
-                       dtype=dtype, progress=ctx.progress,
-                       observers=[Occupation(intervals([-np.inf, well.saddle, np.inf]), 2, start=burn, every=every)])
-        return {"right": sim["occupation"].fractions[:, 1]}
-
-    p, se = mean_se(ctx.cell(key, cell)["right"])
-    if not 0 < p < 1:
-        raise ExperimentError(f"at a={a:g} every chain stayed in one well (p={p}); raise mix or chains")
-    return {"step": a, "mixing_steps": tmix, "n_steps": n_steps, "p_right": p, "p_right_se": se,
-            "p_right_exact": p_exact, "a_log_ratio": a * math.log(p / (1 - p)), "a_log_ratio_se": a * se / (p * (1 - p)),
-            "a_log_ratio_exact": a * math.log(p_exact / (1 - p_exact))}
-
-
-def _support(well: DoubleWell, sigma: float, a: float) -> tuple[float, float]:
-    """An interval holding all but ~exp(-40) of the stationary mass: where F rises 40 T above its
-    minimum on the outer sides, padded by 8 noise kicks a sigma. Kept tight on purpose: far out the
-    drift map x - a F'(x) overshoots, which would give the transfer operator spurious cycles."""
-    from scipy.optimize import brentq
-
-    T = a * sigma**2 / 2
-    level = min(well.f(well.left), well.f(well.right)) + 40 * T
-    lo = brentq(lambda x: well.f(x) - level, well.left - 100, well.left)
-    hi = brentq(lambda x: well.f(x) - level, well.right, well.right + 100)
-    return lo - 8 * a * sigma, hi + 8 * a * sigma
 
 
 def _figure(tab, res, target, well, sigma, n_ok, exact) -> Figure:
@@ -175,25 +120,9 @@ def _figure(tab, res, target, well, sigma, n_ok, exact) -> Figure:
     plot_log_ratio(ax2, tab, res, exact, target, f"-2 dF / sigma^2 = {target:.4f}")
     ax2.set_ylabel("a ln(mu(right) / mu(left))")
     ax2.set_title("Gibbs limit of the occupation ratio")
-    se0 = res["intercept_se"]
+    se0 = res.intercept_se
     caption = (f"Theory: a ln(occupation ratio) -> -2 dF/sigma^2 = {target:.4f} as a -> 0 (long-run law ~ "
-               f"exp(-2F/(a sigma^2))). Seen: the line through the measured points extrapolates to {res['intercept']:.4f} "
+               f"exp(-2F/(a sigma^2))). Seen: the line through the measured points extrapolates to {res.intercept:.4f} "
                f"+- {1.96 * se0:.4f} (95% CI); {n_ok} of {len(tab)} measured occupations agree with the exact discrete "
-               f"chain, whose own line extrapolates to {exact['intercept']:.4f} (the method's systematic error).")
+               f"chain, whose own line extrapolates to {exact.intercept:.4f} (the method's systematic error).")
     return Figure("gibbs", fig, caption)
-
-
-def plot_log_ratio(ax, tab, res, exact, target, target_label: str) -> None:
-    """a ln(occupation ratio) against a: measured points with 95% CI, the exact discrete chain, both
-    straight-line fits extrapolated to a = 0, and the a -> 0 prediction."""
-    a = tab["step"].to_numpy()
-    ax.errorbar(a, tab["a_log_ratio"], yerr=1.96 * tab["a_log_ratio_se"], fmt="o", color="k", capsize=3,
-                label="SGD, measured (95% CI)")
-    ax.plot(a, tab["a_log_ratio_exact"], "s", mfc="none", color="C0", label="exact discrete chain")
-    grid = np.linspace(0, a.max() * 1.05, 50)
-    ax.plot(grid, res["intercept"] + res["slope"] * grid, "--", color="C1", label="weighted line fit (measured)")
-    ax.plot(grid, exact["intercept"] + exact["slope"] * grid, ":", color="C0", label="same fit, exact discrete chain")
-    ax.errorbar([0], [res["intercept"]], yerr=[1.96 * res["intercept_se"]], fmt="D", color="C1", capsize=3)
-    ax.plot([0], [target], "*", ms=14, color="C3", label=target_label)
-    ax.set_xlabel("step size a")
-    ax.legend(fontsize=7)

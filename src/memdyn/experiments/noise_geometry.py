@@ -1,5 +1,5 @@
 """Experiment ``noise-geometry``: with state-dependent gradient noise the most visited minimum is
-the one the Freidlin-Wentzell energies pick, which need not be the deepest (MODEL.md §5).
+the one the Freidlin-Wentzell energies pick, which need not be the deepest.
 
 Constant-step SGD on the asymmetric double well F'(x) = k (x + 1)(x - s)(x - 1) (left well deeper
 for s > 0) with Gaussian noise whose scale changes across the barrier,
@@ -13,7 +13,8 @@ the energies of the minimum in-trees are E_L = B_RL - min, E_R = B_LR - min, and
 obeys a ln(mu(right) / mu(left)) -> E_L - E_R as a -> 0. For each step on a grid the experiment
 measures the occupation of the right (shallower) well from many chains, checks it against the
 exact stationary law of the discrete chain (transfer operator with state-dependent kernel width),
-and extrapolates a ln(ratio) to a -> 0.
+checks that the most visited well is the W-graph's pick, and extrapolates a ln(ratio) to a -> 0
+(the claims of :mod:`memdyn.experiments.occupation`).
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ from scipy.integrate import quad
 
 from ..claims import claim
 from ..landscapes import DoubleWell
-from ..ldp import fw_energies, gibbs_fit, transition_costs
+from ..ldp import GMAM_ACCURACY, fw_energies, transition_costs
 from ..noise import StateDependentGaussian
 from .base import ConfigError, Context, Experiment, ExperimentConfig, Figure, Outcome
-from .gibbs import plot_log_ratio, right_occupation
+from .occupation import extrapolation_claims, plot_log_ratio, right_occupation
 
 
 class NoiseGeometryConfig(ExperimentConfig):
@@ -43,7 +44,10 @@ class NoiseGeometryConfig(ExperimentConfig):
         "range [lo, hi] of V_min/a covered by the step grid (V_min: the smaller transition cost), 1 <= lo < hi <= 6"))
     n_steps: int = Field(5, ge=3, le=10, description="number of step sizes on the grid")
     chains: int = Field(4000, ge=100, le=10**6, description="independent chains per step size")
-    mix: float = Field(10.0, ge=2, le=1000, description="averaging window per chain, in mixing times of the exact chain")
+    mix: float = Field(10.0, ge=2, le=1000, description=(
+        "least averaging window per chain, in mixing times of the exact chain"))
+    events: int = Field(400, ge=50, le=10**6, description=(
+        "least expected number of entries into the rarer well over all chains (the window is lengthened to reach it)"))
     dtype: str = Field("float32", pattern="^(float32|float64)$", description="simulation precision")
 
 
@@ -60,7 +64,7 @@ class NoiseGeometry(Experiment):
     name = "noise-geometry"
     summary = "state-dependent noise: the W-graph energies pick the most visited minimum (the shallower one here)"
     Config = NoiseGeometryConfig
-    quick = {"n_steps": 3, "chains": 800, "mix": 5.0}
+    quick = {"n_steps": 3, "chains": 800, "mix": 5.0, "events": 100}
 
     def well(self, cfg) -> DoubleWell:
         return DoubleWell(-1.0, cfg.saddle, 1.0, cfg.scale)
@@ -107,35 +111,37 @@ class NoiseGeometry(Experiment):
         fw = fw_energies(B)
         E = fw["E"]
         target = float(E[0] - E[1])  # a ln(mu(R) / mu(L)) -> -(E_R - E_L)
+        acc = "documented relative accuracy of min_action_path with 100 points (memdyn.ldp.GMAM_ACCURACY)"
         claims = [
-            claim("transition cost left -> right (gMAM vs quadrature)", vl, B[0, 1], 0.0, abs_floor=1e-3 * vl,
-                  detail="V(s; -1) = int_{-1}^{s} 2 F'(x) / sigma(x)^2 dx"),
-            claim("transition cost right -> left (gMAM vs quadrature)", vr, B[1, 0], 0.0, abs_floor=1e-3 * vr,
-                  detail="V(s; 1) = int_{s}^{1} 2 |F'(x)| / sigma(x)^2 dx"),
+            claim("transition cost left -> right (gMAM vs quadrature)", vl, B[0, 1], accuracy=GMAM_ACCURACY * vl,
+                  accuracy_source=acc, detail="V(s; -1) = int_{-1}^{s} 2 F'(x) / sigma(x)^2 dx"),
+            claim("transition cost right -> left (gMAM vs quadrature)", vr, B[1, 0], accuracy=GMAM_ACCURACY * vr,
+                  accuracy_source=acc, detail="V(s; 1) = int_{s}^{1} 2 |F'(x)| / sigma(x)^2 dx"),
         ]
         noise = StateDependentGaussian(lambda th: sig(th[:, 0]))
         rows = []
-        grid = self.grid(cfg)
-        for a in grid:
-            row = right_occupation(well, sig, noise, float(a), cfg.chains, cfg.mix, well.left, ctx,
+        for a in self.grid(cfg):
+            row = right_occupation(well, sig, noise, float(a), cfg.chains, cfg.mix, cfg.events, well.left, ctx,
                                    getattr(torch, cfg.dtype), f"a={a:.6g}")
             rows.append({**row, "barrier_over_step": min(vl, vr) / a})
             claims.append(claim(f"shallow-well occupation at a={a:.4g}", row["p_right_exact"], row["p_right"],
                                 row["p_right_se"], detail="exact stationary law of the discrete chain, state-dependent kernel"))
         tab = pd.DataFrame(rows)
         smallest = tab.iloc[0]
-        claims.insert(2, claim(f"most visited well = the W-graph's pick (shallow-well occupation at a={smallest['step']:.4g})",
-                               0.5, smallest["p_right"], smallest["p_right_se"], side="at_least",
-                               detail=f"W-graph: most visited = {'right (shallower)' if fw['most_visited'] == 1 else 'left'}; "
-                                      f"F(right) - F(left) = {well.delta_f:.4g} > 0"))
-        res = gibbs_fit(tab["step"], tab["a_log_ratio"], tab["a_log_ratio_se"])
-        exact = gibbs_fit(tab["step"], tab["a_log_ratio_exact"], tab["a_log_ratio_se"])
-        claims.insert(3, claim("a*ln(mu(shallow)/mu(deep)) extrapolated to a->0 vs E_deep - E_shallow", target,
-                               res["intercept"], res["intercept_se"],
-                               detail=f"energies of the minimum in-trees from the gMAM costs; line fit chi2 = "
-                                      f"{res['chi2']:.2f} on {res['dof']} dof; the exact chain's own line gives "
-                                      f"{exact['intercept']:.4f}"))
-        fit = pd.DataFrame([{**res, "predicted": target, "intercept_exact_chain": exact["intercept"],
+        pick = int(fw["most_visited"])
+        names = ("left (deeper)", "right (shallower)")
+        p_pick = smallest["p_right"] if pick == 1 else 1 - smallest["p_right"]
+        claims.insert(2, claim(f"most visited well is the W-graph's pick, {names[pick]}: occupation of the pick minus the "
+                               f"other's at a={smallest['step']:.4g}", 0.0, 2 * p_pick - 1, 2 * smallest["p_right_se"],
+                               side="at_least", detail=f"W-graph energies E = {np.round(E, 5).tolist()} from the gMAM "
+                                                       f"costs; F(right) - F(left) = {well.delta_f:.4g}"))
+        ext_claims, res, exact, ext = extrapolation_claims(
+            tab, well, sig, target, "a*ln(mu(shallow)/mu(deep))", "E_deep - E_shallow from the W-graph energies")
+        claims[3:3] = ext_claims
+        fit = pd.DataFrame([{"intercept": res.intercept, "intercept_se": res.intercept_se, "slope": res.slope,
+                             "chi2": res.chi2, "dof": res.dof, "p_value": res.p_value, "predicted": target,
+                             "intercept_exact_chain": exact.intercept, "exact_extrapolation": ext.value,
+                             "exact_extrapolation_bias": ext.bias, "most_visited": pick,
                              "B_left_right": B[0, 1], "B_right_left": B[1, 0], "V_left_exact": vl, "V_right_exact": vr,
                              "E_left": E[0], "E_right": E[1], "delta_f": well.delta_f}])
         fig = _figure(cfg, well, sig, tab, res, exact, target, B)
@@ -182,6 +188,6 @@ def _figure(cfg, well, sig, tab, res, exact, target, B) -> Figure:
                f"costs (B_LR = {B[0, 1]:.4f} < B_RL = {B[1, 0]:.4f}) make the shallower well the most visited, "
                f"a ln(ratio) -> {target:.4f} > 0, where constant noise would give {naive:.3f} < 0. Seen: the shallow well "
                f"holds {100 * tab['p_right'].iloc[0]:.1f}% of the time at the smallest step, and the measured line "
-               f"extrapolates to {res['intercept']:.4f} +- {1.96 * res['intercept_se']:.4f} (95% CI; exact discrete "
-               f"chain: {exact['intercept']:.4f}).")
+               f"extrapolates to {res.intercept:.4f} +- {1.96 * res.intercept_se:.4f} (95% CI; exact discrete "
+               f"chain: {exact.intercept:.4f}).")
     return Figure("noise-geometry", fig, caption)

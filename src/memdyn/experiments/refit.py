@@ -22,7 +22,8 @@ from matplotlib.figure import Figure as MplFigure
 from pydantic import Field
 from scipy.special import digamma
 
-from ..claims import claim, mean_se
+from ..claims import claim
+from ..stats import mean_se
 from ..collapse import gaussian_refit, kde_refit, mixture_refit
 from .base import ConfigError, Context, Experiment, ExperimentConfig, Figure, Outcome
 

@@ -26,7 +26,8 @@ from pydantic import Field
 from scipy.linalg import solve_discrete_lyapunov
 from scipy.stats import special_ortho_group
 
-from ..claims import claim, mean_se
+from ..claims import claim
+from ..stats import mean_se
 from ..dynamics import simulate
 from ..landscapes import S1, Quadratic
 from ..noise import Gaussian, s1_noise

@@ -1,4 +1,4 @@
-"""Large deviations of constant-step SGD (MODEL.md §5): Freidlin-Wentzell energies, Arrhenius and
+"""Large deviations of constant-step SGD: Freidlin-Wentzell energies, Arrhenius and
 Gibbs fits, and quasi-potential solvers.
 
 * :func:`fw_energies`, :func:`predicted_occupation`: energies of critical components from the
@@ -8,8 +8,8 @@ Gibbs fits, and quasi-potential solvers.
   state-dependent diffusion.
 * :func:`quasipotential_grid`: the quasi-potential of an attractor on a 2-D mesh by an ordered
   line-integral (Dijkstra-like) sweep.
-* :func:`arrhenius_fit`, :func:`gibbs_fit`, :func:`mean_exit_time_1d`: the exit-time and long-run
-  law fits, and the exact 1-D mean exit time to check them against.
+* :func:`arrhenius_fit`, :func:`gibbs_fit`: the exit-time and long-run law fits (exact finite-step
+  values to check them against are in :mod:`memdyn.reference`).
 
 The quasi-potential is V(x; K) = inf over paths from K to x of 1/2 int |phi' - b(phi)|^2_{D^-1} dt
 for dX = b dt + sqrt(eps) D^{1/2} dW; constant-step SGD with gradient-noise covariance C is the
@@ -18,11 +18,11 @@ case b = -grad F, D = C, eps = a.
 
 from .energies import fw_energies, predicted_occupation, transition_costs
 from .field import Field
-from .fits import arrhenius_fit, gibbs_fit, mean_exit_time_1d
-from .mam import MinActionPath, geometric_action, min_action_path
+from .fits import ArrheniusFit, arrhenius_fit, gibbs_fit
+from .mam import GMAM_ACCURACY, MinActionPath, geometric_action, min_action_path
 
-__all__ = ["fw_energies", "predicted_occupation", "transition_costs", "arrhenius_fit", "gibbs_fit", "mean_exit_time_1d",
-           "Field", "MinActionPath", "min_action_path", "geometric_action"]
+__all__ = ["fw_energies", "predicted_occupation", "transition_costs", "ArrheniusFit", "arrhenius_fit", "gibbs_fit",
+           "Field", "GMAM_ACCURACY", "MinActionPath", "min_action_path", "geometric_action"]
 from .olim import QuasiPotential, quasipotential_grid
 
 __all__ += ["QuasiPotential", "quasipotential_grid"]

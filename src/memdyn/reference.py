@@ -1,0 +1,294 @@
+"""Exact references for constant-step SGD in one dimension: the discrete chain itself, solved.
+
+The iteration x' = x - a F'(x) - a sigma(x) z, z ~ N(0, 1), is a Markov chain on the line. On a
+mesh of cells of width h (well below the kernel width a sigma) its transfer operator is a sparse
+matrix: from the centre of cell i the mass goes to cell j with probability
+Phi((e_{j+1} - m_i) / s_i) - Phi((e_j - m_i) / s_i), m_i = x_i - a F'(x_i), s_i = a sigma(x_i),
+over a window of +- ``width`` s_i around m_i (the rest, below Phi(-width), is dropped and the row
+renormalised). The operator is never dense: n = 10^4 cells with a window of a few hundred cells
+is a few million non-zeros. On it:
+
+* :func:`stationary_1d`: the stationary law and the mixing (relaxation) time of the discrete
+  chain, which is hotter than the SDE's Gibbs law at finite a (in a well of curvature lambda the
+  variance is a sigma^2 / (lambda (2 - a lambda)), not a sigma^2 / (2 lambda));
+* :func:`exit_time_1d`: the mean number of iterations until the chain first lands at or beyond a
+  boundary, from the absorbing chain (I - Q) t = 1 (sparse LU, :class:`memdyn.markov.MarkovChain`).
+  This is the exit time that a simulation which checks x_k >= b after every step measures, with
+  no Brownian-bridge or continuous-time correction.
+
+The mesh error is second order in h / (a sigma) (midpoint rule for the kernel); the defaults
+(h = a sigma_min / 48) put it near 1e-4 relative (measured: 0.7 %, 0.17 %, 0.04 % at 6, 12 and 24
+  cells per kick for a mean exit time of 8900 steps), far below a simulation's standard error.
+
+For comparison, and for the a -> 0 limit, :func:`sde_stationary_1d` and :func:`sde_exit_time_1d` give
+the stationary law and the mean first-passage time of the SDE limit
+dX = -F'(X) dt + sqrt(a) sigma dW by quadrature: the discrete chain differs from it by O(a).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+__all__ = ["transfer_operator_1d", "stationary_1d", "exit_time_1d", "sde_exit_time_1d", "sde_stationary_1d", "support_1d"]
+
+#: default mesh: cells per kernel width a * sigma_min
+CELLS_PER_KICK = 48
+
+
+def _sigma_on(sigma, x: np.ndarray) -> np.ndarray:
+    sig = np.broadcast_to(np.asarray(sigma(x) if callable(sigma) else sigma, dtype=np.float64), x.shape)
+    if not np.all(np.isfinite(sig)) or not np.all(sig > 0):
+        raise ValueError("sigma must be finite and > 0 everywhere on the mesh")
+    return sig
+
+
+def _drift_map(landscape, step: float, x: np.ndarray) -> np.ndarray:
+    if getattr(landscape, "dim", 1) != 1:
+        raise ValueError(f"1-D references need a 1-D landscape, got dim={landscape.dim}")
+    return x - step * landscape.grad(torch.as_tensor(x[:, None], dtype=torch.float64))[:, 0].numpy()
+
+
+def transfer_operator_1d(landscape, sigma, step: float, edges: np.ndarray, *, absorb_above: bool = False,
+                         width: float = 8.0) -> sp.csr_matrix:
+    """Sparse transfer operator of 1-D constant-step SGD on the cells between ``edges``.
+
+    Parameters
+    ----------
+    landscape : Landscape
+        1-D loss F.
+    sigma : float or callable
+        Noise scale, a number or a function of an array of positions.
+    step : float
+        a > 0.
+    edges : ndarray (n + 1,)
+        Increasing cell edges; cell i is [edges[i], edges[i+1]) with centre at the midpoint.
+    absorb_above : bool
+        False: mass beyond either end returns to the end cell (a reflecting, mass-preserving
+        chain on n states). True: mass at or beyond edges[-1] goes to an absorbing state n (the
+        matrix is (n + 1) x (n + 1)); mass below edges[0] still returns to cell 0.
+    width : float
+        Kernel window in standard deviations.
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix
+        Row-stochastic matrix.
+    """
+    from scipy.special import ndtr
+
+    edges = np.asarray(edges, dtype=np.float64)
+    if edges.ndim != 1 or edges.size < 3 or not np.all(np.diff(edges) > 0):
+        raise ValueError("edges must be an increasing 1-D array of at least 3 values")
+    if not step > 0:
+        raise ValueError(f"step must be > 0, got {step}")
+    n = edges.size - 1
+    x = 0.5 * (edges[1:] + edges[:-1])
+    h = float(np.max(np.diff(edges)))
+    s = step * _sigma_on(sigma, x)
+    if h > 0.25 * s.min():
+        raise ValueError(f"mesh too coarse: cell {h:.3g} must be <= a*sigma/4 = {0.25 * s.min():.3g}; use more cells")
+    m = _drift_map(landscape, step, x)
+    if not np.all(np.isfinite(m)):
+        raise ValueError("the drift map x - a F'(x) is not finite on the mesh")
+    k = int(math.ceil(width * s.max() / float(np.min(np.diff(edges))))) + 1
+    centre = np.clip(np.searchsorted(edges, m) - 1, 0, n - 1)
+    cols = centre[:, None] + np.arange(-k, k + 1)[None, :]
+    valid = (cols >= 0) & (cols < n)
+    cols = np.clip(cols, 0, n - 1)
+    lo_e = edges[cols].copy()
+    hi_e = edges[cols + 1].copy()
+    lo_e[cols == 0] = -np.inf
+    if not absorb_above:
+        hi_e[cols == n - 1] = np.inf
+    z_hi = (hi_e - m[:, None]) / s[:, None]
+    z_lo = (lo_e - m[:, None]) / s[:, None]
+    # upper tail differences where both ends are far above the mean: no cancellation
+    upper = z_lo > 0
+    p = np.where(upper, ndtr(-z_lo) - ndtr(-z_hi), ndtr(z_hi) - ndtr(z_lo))
+    p = np.where(valid, np.maximum(p, 0.0), 0.0)
+    rows = np.repeat(np.arange(n), cols.shape[1])
+    vals, rr, cc = p.ravel(), rows, cols.ravel()
+    size = n
+    if absorb_above:
+        out = ndtr((m - edges[-1]) / s)
+        vals, rr, cc = np.concatenate([vals, out, [1.0]]), np.concatenate([rr, np.arange(n), [n]]), \
+            np.concatenate([cc, np.full(n, n), [n]])
+        size = n + 1
+    keep = vals > 0
+    P = sp.csr_matrix((vals[keep], (rr[keep], cc[keep])), shape=(size, size))
+    P.sum_duplicates()
+    tot = np.asarray(P.sum(axis=1)).ravel()
+    return sp.csr_matrix(sp.diags(1.0 / tot) @ P)
+
+
+def support_1d(landscape, sigma_max: float, step: float, minima, rise: float = 40.0) -> tuple[float, float]:
+    """An interval holding all but ~exp(-rise) of the stationary mass of 1-D SGD on a confining
+    loss: where F rises ``rise`` temperatures (T = a sigma^2 / 2) above its lowest minimum on the
+    outer sides of the outermost ``minima``, padded by 8 noise kicks a sigma_max. Kept tight on
+    purpose: far out the drift map x - a F'(x) overshoots, which would give the operator spurious
+    cycles."""
+    from scipy.optimize import brentq
+
+    f = lambda v: float(landscape.value(torch.tensor([[v]], dtype=torch.float64))[0])  # noqa: E731
+    lo_m, hi_m = float(min(minima)), float(max(minima))
+    T = step * sigma_max**2 / 2
+    level = min(f(v) for v in minima) + rise * T
+    lo = brentq(lambda v: f(v) - level, lo_m - 100, lo_m)
+    hi = brentq(lambda v: f(v) - level, hi_m, hi_m + 100)
+    return lo - 8 * step * sigma_max, hi + 8 * step * sigma_max
+
+
+def stationary_1d(landscape, sigma, step: float, lo: float, hi: float, n: int | None = None):
+    """Exact stationary law of 1-D constant-step SGD with Gaussian noise, by its transfer operator.
+
+    Parameters
+    ----------
+    landscape : Landscape
+        1-D loss.
+    sigma : float or callable
+        Noise scale (a function of an array of positions for state-dependent noise).
+    step : float
+        a.
+    lo, hi : float
+        The mesh; mass beyond the ends is returned to the end cells, so choose an interval that
+        holds the stationary law (:func:`support_1d`).
+    n : int, optional
+        Cells (default: CELLS_PER_KICK cells per kick a sigma_min).
+
+    Returns
+    -------
+    x : ndarray (n,)
+        Cell centres.
+    p : ndarray (n,)
+        Stationary probability of each cell.
+    relaxation : float
+        Relaxation (mixing) time in steps, -1 / ln|second eigenvalue|.
+    """
+    from scipy.sparse.linalg import eigs
+
+    if n is None:
+        probe = np.linspace(lo, hi, 2001)
+        n = int(math.ceil(CELLS_PER_KICK * (hi - lo) / (step * float(_sigma_on(sigma, probe).min()))))
+    if n < 10:
+        raise ValueError(f"need at least 10 cells, got {n}")
+    h = (hi - lo) / (n - 1)
+    edges = np.linspace(lo - h / 2, hi + h / 2, n + 1)
+    P = transfer_operator_1d(landscape, sigma, step, edges)
+    # a fixed start (deterministic) with no symmetry, so that odd modes are not missed
+    vals, vecs = eigs(P.T.tocsc(), k=2, which="LM", tol=1e-12, v0=np.linspace(1.0, 2.0, n) / (1.5 * n))
+    order = np.argsort(-np.abs(vals))
+    pi = np.abs(np.real(vecs[:, order[0]]))
+    pi /= pi.sum()
+    second = float(np.abs(vals[order[1]]))
+    return 0.5 * (edges[1:] + edges[:-1]), pi, float(-1.0 / np.log(second))
+
+
+def exit_time_1d(landscape, sigma, step: float, x0: float, boundary: float, lower: float | None = None,
+                 n: int | None = None, *, variance: bool = False):
+    """Exact mean exit time, in iterations, of 1-D constant-step SGD started at ``x0``.
+
+    The exit is the first k with x_k >= ``boundary`` (x0 < boundary); the chain is reflected at
+    ``lower`` (default: where F exceeds its minimum on [x0 - 50, x0] by 40 temperatures
+    a sigma^2 / 2, less 8 kicks). Solved as an absorbing chain on the sparse transfer operator,
+    E[tau] = t(x0) with (I - Q) t = 1, and Var[tau] = (2N - I) t - t^2, interpolated linearly
+    between the cells around x0.
+
+    Parameters
+    ----------
+    landscape, sigma, step
+        As in :func:`transfer_operator_1d`.
+    x0, boundary : float
+    lower : float, optional
+    n : int, optional
+        Cells on [lower, boundary] (default: CELLS_PER_KICK per kick a sigma_min).
+    variance : bool
+        Also return the variance of the exit time.
+
+    Returns
+    -------
+    float, or (mean, variance) when ``variance`` is true.
+    """
+    from .markov import MarkovChain
+
+    if not x0 < boundary:
+        raise ValueError(f"need x0 < boundary, got x0={x0}, boundary={boundary}")
+    if lower is None:
+        probe = np.linspace(x0 - 50, x0, 20001)
+        fx = landscape.value(torch.as_tensor(probe[:, None], dtype=torch.float64)).numpy()
+        sig = float(_sigma_on(sigma, probe[-2000:]).max())
+        above = np.flatnonzero(fx > fx.min() + 20 * step * sig**2)
+        lower = (probe[above[-1]] if above.size and above[-1] < np.argmin(fx) else x0 - 50) - 8 * step * sig
+    if not lower < x0:
+        raise ValueError(f"need lower < x0, got lower={lower}, x0={x0}")
+    if n is None:
+        probe = np.linspace(lower, boundary, 2001)
+        n = int(math.ceil(CELLS_PER_KICK * (boundary - lower) / (step * float(_sigma_on(sigma, probe).min()))))
+    edges = np.linspace(lower, boundary, n + 1)
+    chain = MarkovChain(transfer_operator_1d(landscape, sigma, step, edges, absorb_above=True))
+    centres = 0.5 * (edges[1:] + edges[:-1])  # the transient states are the cells 0..n-1, in order
+    mean = float(np.interp(x0, centres, chain.mean_absorption_time()))
+    if not variance:
+        return mean
+    return mean, float(np.interp(x0, centres, chain.absorption_time_variance()))
+
+
+def sde_exit_time_1d(landscape, sigma: float, step: float, x0: float, boundary: float, lower: float | None = None,
+                     n: int = 20001) -> float:
+    """Exact mean first-passage time of the SDE limit of 1-D SGD, in iterations, by quadrature.
+
+    For dX = -F'(X) dt + sqrt(a sigma^2) dW (time t = k a) started at x0 < b = ``boundary`` and
+    reflected far below (at ``lower``, default: where F exceeds its minimum by 30 a sigma^2),
+
+        T(x0) = (2 / (a sigma^2)) int_{x0}^{b} exp(2F(y)/(a sigma^2)) int_{lower}^{y} exp(-2F(z)/(a sigma^2)) dz dy,
+
+    returned as T / a iterations. Evaluated in log space (no overflow at small a). The discrete
+    iteration differs from its SDE limit by O(a) (:func:`exit_time_1d` is the discrete chain's).
+    """
+    from scipy.special import logsumexp
+
+    if not (sigma > 0 and step > 0):
+        raise ValueError("sigma and step must be > 0")
+    if not x0 < boundary:
+        raise ValueError(f"need x0 < boundary, got {x0}, {boundary}")
+    D2 = step * sigma**2
+    f = lambda x: landscape.value(torch.as_tensor(np.asarray(x, dtype=np.float64)[:, None])).numpy()  # noqa: E731
+    if lower is None:
+        xs = np.linspace(x0 - 50, x0, 200001)
+        fx = f(xs)
+        above = np.flatnonzero(fx > fx.min() + 30 * D2)
+        lower = xs[above[-1]] if above.size and above[-1] < np.argmin(fx) else x0 - 50
+    y = np.linspace(lower, boundary, n)
+    h = y[1] - y[0]
+    g = 2 * f(y) / D2
+    inner = np.logaddexp.accumulate(-g + math.log(h))  # log int_lower^y exp(-g)
+    outer = g + inner
+    sel = y >= x0
+    T = 2 / D2 * math.exp(logsumexp(outer[sel] + math.log(h)))
+    return T / step
+
+
+def sde_stationary_1d(landscape, sigma, step: float, lo: float, hi: float, n: int = 200001):
+    """Exact stationary law of the SDE limit of 1-D SGD, dX = -F'(X) dt + sqrt(a) sigma(X) dW (Ito),
+    on [lo, hi] with reflecting ends, by quadrature:
+
+        p(x) ∝ sigma(x)^-2 exp(-int_lo^x 2 F'(s) / (a sigma(s)^2) ds).
+
+    Returns the mesh x (n,) and log p (normalised so that sum exp(log p) * dx = 1), in log space
+    so that it holds at any small a. The discrete chain's law (:func:`stationary_1d`) tends to this
+    one as a -> 0.
+    """
+    if not step > 0:
+        raise ValueError(f"step must be > 0, got {step}")
+    x = np.linspace(lo, hi, n)
+    dx = x[1] - x[0]
+    s2 = _sigma_on(sigma, x) ** 2
+    g = 2 * landscape.grad(torch.as_tensor(x[:, None], dtype=torch.float64))[:, 0].numpy() / s2
+    phi = np.concatenate([[0.0], np.cumsum(0.5 * (g[1:] + g[:-1]) * dx)])  # trapezoid, second order
+    logp = -phi / step - np.log(s2)
+    top = logp.max()
+    logp -= top + math.log(np.sum(np.exp(logp - top)) * dx)
+    return x, logp

@@ -1,0 +1,65 @@
+"""Exact finite-step references: the sparse transfer operator, stationary laws and exit times of
+1-D constant-step SGD, against closed forms and simulation."""
+
+import math
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from memdyn import DoubleWell, ExitTime, Gaussian, Quadratic, simulate
+from memdyn.claims import Z_TOL
+from memdyn.reference import (exit_time_1d, sde_exit_time_1d, sde_stationary_1d, stationary_1d, support_1d,
+                              transfer_operator_1d)
+from memdyn.stats import mean_se
+
+
+def test_transfer_operator_is_sparse_and_stochastic():
+    w = DoubleWell(-1, 0.2, 1)
+    edges = np.linspace(-2.5, 2.5, 4001)  # 80 cells per kick a sigma = 0.1
+    P = transfer_operator_1d(w, 2.0, 0.05, edges)
+    assert sp.issparse(P) and P.shape == (4000, 4000)
+    assert P.nnz <= 4000 * (2 * 8 * 80 + 3)  # a band of +-8 kicks, never dense
+    np.testing.assert_allclose(np.asarray(P.sum(axis=1)).ravel(), 1.0, atol=1e-12)
+    Pa = transfer_operator_1d(w, 2.0, 0.05, edges, absorb_above=True)
+    assert Pa.shape == (4001, 4001) and Pa[4000, 4000] == 1.0
+    with pytest.raises(ValueError, match="too coarse"):
+        transfer_operator_1d(w, 2.0, 0.05, np.linspace(-2.5, 2.5, 50))
+
+
+@pytest.mark.parametrize("a,lam,sigma", [(0.1, 1.0, 1.0), (0.4, 2.0, 0.7), (1.5, 1.0, 1.0)])
+def test_stationary_variance_of_a_quadratic_is_the_discrete_lyapunov_value(a, lam, sigma):
+    # x' = (1 - a lam) x - a sigma z: variance a sigma^2 / (lam (2 - a lam)) exactly
+    exact = a * sigma**2 / (lam * (2 - a * lam))
+    half = 9 * math.sqrt(exact)
+    x, p, tmix = stationary_1d(Quadratic([[lam]]), sigma, a, -half, half)
+    assert float(p @ x**2) == pytest.approx(exact, rel=1e-3)
+    assert tmix == pytest.approx(-1 / math.log(abs(1 - a * lam)), rel=1e-3)
+
+
+def test_exit_time_of_the_discrete_chain_matches_simulation_and_converges_in_the_mesh():
+    w, sigma, a = DoubleWell(-1, 0.2, 1), 2.6, 0.035
+    mesh = [exit_time_1d(w, sigma, a, -1.0, 1.0, lower=-2.3, n=n) for n in (300, 600, 1200)]
+    # second order in the cell width: the error falls about 4x per halving
+    assert abs(mesh[1] - mesh[2]) < 0.4 * abs(mesh[0] - mesh[1])
+    mean, var = exit_time_1d(w, sigma, a, -1.0, 1.0, variance=True)
+    sim = simulate(w, Gaussian(sigma), a, int(12 * mean), 3000, init=[-1.0], seed=11, dtype=torch.float64,
+                   observers=[ExitTime(lambda th: 1.0 - th[:, 0], (a * sigma) ** 2)])
+    r = sim["exit_time"]
+    assert r.exited.mean() > 0.999
+    m, se = mean_se(r.grid_time[r.exited])
+    assert abs(m - mean) < Z_TOL * se
+    assert math.sqrt(var) / mean == pytest.approx(1.0, abs=0.05)  # nearly exponential
+    # the discrete chain and its SDE limit differ at finite a, by O(a)
+    assert sde_exit_time_1d(w, sigma, a, -1.0, 1.0) != pytest.approx(mean, rel=1e-3)
+
+
+def test_sde_stationary_law_is_gibbs_for_constant_noise():
+    w, sigma, a = DoubleWell(-1, 0.2, 1), 1.5, 0.04
+    x, logp = sde_stationary_1d(w, sigma, a, -2.5, 2.5, n=20001)
+    gibbs = -2 * w.f(x) / (a * sigma**2)
+    gibbs -= np.log(np.sum(np.exp(gibbs - gibbs.max())) * (x[1] - x[0])) + gibbs.max()
+    np.testing.assert_allclose(logp, gibbs, atol=1e-6)
+    lo, hi = support_1d(w, sigma, a, [w.left, w.right])
+    assert lo < -1 < 1 < hi
