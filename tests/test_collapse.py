@@ -124,3 +124,12 @@ def test_mixture_refit_accumulate_and_fresh_data_keep_modes():
         assert modes[name].mean() > 1.9
     with pytest.raises(ValueError, match="strategy"):
         mixture_refit(40, 2, 4, strategy="keep")
+
+
+def test_exact_fit_from_a_collapsed_start_returns_to_mu0_at_rate_one_minus_alpha():
+    w, N, alpha, g = np.array([0.6, 0.4]), 50, 0.05, 20
+    h = exact_fit(w, N, g, 4000, alpha=alpha, init=np.array([N, 0]), seed=3)
+    m, se = mean_se(h.final_counts[:, 0] / N)
+    assert abs(m - (w[0] + (1 - alpha) ** g * (1 - w[0]))) < Z_TOL * se
+    with pytest.raises(ValueError, match="init"):
+        exact_fit(w, N, 5, 10, init=np.array([N, 1]))

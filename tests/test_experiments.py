@@ -8,8 +8,8 @@ import pytest
 from memdyn.runner import run_suite
 
 
-@pytest.mark.parametrize("name", ["gibbs", "noise-geometry", "exit-times", "quasipotential", "collapse", "degeneration",
-                                  "refit"])
+@pytest.mark.parametrize("name", ["gibbs", "noise-geometry", "three-wells", "exit-times", "quasipotential", "collapse",
+                                  "degeneration", "refit"])
 def test_quick_experiment_claims_hold(tmp_path, name):
     summary = run_suite([name], tmp_path / "run", quick=True, seed=1)
     assert not summary.errors

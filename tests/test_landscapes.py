@@ -98,3 +98,19 @@ def test_s1_with_bilinear_coupling_has_its_critical_point():
     assert c.index == 0 and c.location.shape == (5,)
     assert float(land.grad(torch.tensor(c.location[None])).abs().max()) < 1e-12
     assert c.value == pytest.approx(float(land.value(torch.tensor(c.location[None]))[0]))
+
+
+def test_multiwell_matches_double_well_and_places_critical_points():
+    from memdyn import MultiWell
+
+    m, d = MultiWell([-1, 0.2, 1]), DoubleWell(-1, 0.2, 1)
+    x = np.linspace(-2, 2, 9)
+    np.testing.assert_allclose(m.f(x), d.f(x) - d.f(-1.0), atol=1e-12)
+    np.testing.assert_allclose(m.grad(torch.tensor(x[:, None])).numpy()[:, 0], d.df(x), atol=1e-12)
+    tri = MultiWell([-1.25, -0.6, 0.0, 0.6, 1.2], scale=2.0)
+    assert [c.index for c in tri.critical_points()] == [0, 1, 0, 1, 0]
+    assert np.allclose(tri.minima_x, [-1.25, 0.0, 1.2]) and np.allclose(tri.saddles_x, [-0.6, 0.6])
+    g = tri.grad(torch.tensor(tri.points[:, None]))
+    assert float(g.abs().max()) < 1e-12
+    with pytest.raises(ValueError, match="odd number"):
+        MultiWell([-1, 0, 1, 2])

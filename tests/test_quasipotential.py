@@ -1,4 +1,4 @@
-"""Quasi-potential solvers against closed forms (MODEL.md §5): linear systems (Lyapunov),
+"""Quasi-potential solvers against closed forms: linear systems (Lyapunov),
 manufactured non-gradient systems b = -1/2 D grad U + J grad U (V = U - U(min)), Maier-Stein."""
 
 import numpy as np
@@ -94,7 +94,8 @@ def test_mam_maier_stein_path_leaves_axis():
     assert on_axis.action == pytest.approx(0.5, rel=1e-3)
     # the default bent starts leave the axis, keep the least action and report that the starts disagree
     default = min_action_path(maier_stein(10.0), [-1, 0], [0, 0])
-    assert default.action < 0.45 and not default.starts_agree and default.start_actions.size == 3
+    # three starts plus the linearised optimal path (the start point is an attractor)
+    assert default.action < 0.45 and not default.starts_agree and default.start_actions.size == 4
     assert np.abs(default.path[:, 1]).max() > 0.2
     off = min_action_path(maier_stein(10.0), [-1, 0], [0, 0], init=[[-0.5, 0.4]])
     assert off.action == pytest.approx(default.action, rel=1e-3)
@@ -239,3 +240,17 @@ def test_mam_tight_spirals():
         res = min_action_path(lambda z, M=M: z @ torch.tensor(M).T, [0.0, 0.0], x)
         assert res.converged
         assert res.action == pytest.approx(V, rel=rel)
+
+
+def test_mam_linearised_start_curve_finds_the_right_winding_of_a_focus():
+    # a non-normal linear focus: the exact optimal path is the fluctuation flow, which one of the
+    # default starts follows; single straight starts can stop on a curve that winds differently
+    from scipy.linalg import solve_continuous_lyapunov
+
+    P = np.array([[1.0, 0.6], [-0.3, 1.2]])
+    A = P @ np.array([[-1.0, 1.5], [-1.5, -1.0]]) @ np.linalg.inv(P)
+    Si = np.linalg.inv(solve_continuous_lyapunov(A, -np.eye(2)))
+    end = np.array([0.9, -0.4])
+    exact = 0.5 * end @ Si @ end
+    res = min_action_path(lambda x: x @ A.T, [0.0, 0.0], end)
+    assert res.start_actions.size == 4 and res.action == pytest.approx(exact, rel=1e-4)

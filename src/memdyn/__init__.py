@@ -15,6 +15,7 @@ from .landscapes import (
     Landscape,
     LeastSquares,
     Modulated,
+    MultiWell,
     Quadratic,
     S1,
     TiltedWell,
@@ -28,7 +29,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BLOCK", "DivergenceError", "Simulation", "simulate", "fast_ode", "fast_equilibrium", "slow_ode",
     "Landscape", "CriticalPoint", "Quadratic", "DoubleWell", "DoubleWellND", "S1", "BilinearCoupling",
-    "TiltedWell", "Modulated", "LeastSquares",
+    "TiltedWell", "Modulated", "LeastSquares", "MultiWell",
     "Noise", "Gaussian", "StateDependentGaussian", "StudentT", "Minibatch", "s1_noise",
     "episodes", "ldp", "reference", "stats", "Episodes", "StreamingDetector", "core_sets",
     "MarkovChain", "gth_stationary", "exact_fit", "gaussian_refit",

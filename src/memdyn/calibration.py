@@ -98,7 +98,7 @@ def _run_seed(args) -> tuple[int, dict]:
 
 
 def calibrate(names: list[str], out, *, seeds: int = 20, start: int = 1000, quick: bool = True, sets=(),
-              jobs: int = 1, say=None) -> Calibration:
+              scale: float = 1.0, jobs: int = 1, say=None) -> Calibration:
     """Run ``names`` (all experiments when empty) for seeds ``start .. start + seeds - 1`` into
     ``out/seed-<seed>`` and summarise the z distribution of every experiment's claims.
 
@@ -114,6 +114,9 @@ def calibrate(names: list[str], out, *, seeds: int = 20, start: int = 1000, quic
         Use the experiments' quick forms.
     sets : list of str
         ``KEY=VALUE`` overrides, as for ``memdyn run``.
+    scale : float
+        Multiply every experiment's sample sizes (its ``sample_keys``: chains, replicates, events)
+        by this factor: a verdict that changes with the sample size points at a bias.
     jobs : int
         Seeds run in parallel processes (each with ``cpu_count // jobs`` torch threads).
     say : callable, optional
@@ -131,7 +134,12 @@ def calibrate(names: list[str], out, *, seeds: int = 20, start: int = 1000, quic
     if jobs < 1:
         raise ConfigError(f"invalid value for jobs={jobs}: must be >= 1")
     names = list(names) or list(EXPERIMENTS)
-    resolve_configs(names, quick, list(sets))  # validate before starting anything
+    if not scale > 0:
+        raise ConfigError(f"invalid value for scale={scale}: must be > 0")
+    configs = resolve_configs(names, quick, list(sets))  # validate before starting anything
+    if scale != 1:
+        sets = list(sets) + [f"{n}.{k}={v}" for n in names for k, v in EXPERIMENTS[n].scaled(configs[n], scale).items()]
+        resolve_configs(names, quick, sets)
     out = Path(out)
     store = RunStore(out)
     seed_list = list(range(start, start + seeds))
@@ -166,7 +174,7 @@ def calibrate(names: list[str], out, *, seeds: int = 20, start: int = 1000, quic
         exps.append(ExperimentCalibration(name, seed_list, n_claims, failures, z,
                                           z_summary(z) if z.size >= 2 else None, errors))
     cal = Calibration(out, exps)
-    store.write_json("calibration.json", {"seeds": seed_list, "quick": quick, "sets": list(sets),
+    store.write_json("calibration.json", {"seeds": seed_list, "quick": quick, "sets": list(sets), "scale": scale,
                                           "sd_max": SD_MAX, "mean_max": MEAN_MAX, "ok": cal.ok,
                                           "experiments": [e.to_dict() for e in exps]})
     store.write_figure("calibration.png", figure(exps))

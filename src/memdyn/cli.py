@@ -81,6 +81,7 @@ def calibrate_cmd(
     start: int = typer.Option(1000, "--start", help="first seed (>= 0)"),
     full: bool = typer.Option(False, "--full", help="use the full form of each experiment (default: --quick form)"),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="KEY=VALUE or EXPERIMENT.KEY=VALUE (repeatable)"),
+    scale: float = typer.Option(1.0, "--scale", help="multiply every experiment's chains / replicates / events"),
     jobs: int = typer.Option(1, "--jobs", help="seeds run in parallel processes"),
     out: Optional[Path] = typer.Option(None, "--out", help="calibration directory (default runs/calibrate-<timestamp>)"),
 ):
@@ -92,7 +93,8 @@ def calibrate_cmd(
     if out is None:
         out = Path("runs") / f"calibrate-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     try:
-        cal = calibrate(experiments or [], out, seeds=seeds, start=start, quick=not full, sets=set_ or [], jobs=jobs)
+        cal = calibrate(experiments or [], out, seeds=seeds, start=start, quick=not full, sets=set_ or [], scale=scale,
+                        jobs=jobs)
     except ConfigError as e:
         _fail(str(e))
     for e in cal.experiments:

@@ -1,4 +1,4 @@
-"""Recursive training: fit -> sample -> refit, over many independent replicates (MODEL.md §4).
+"""Recursive training: fit -> sample -> refit, over many independent replicates.
 
 Generation g holds a data set of N points; a model P_g is fitted to it; the next data set is N
 draws from nu_g = (1 - alpha) P_g + alpha mu_0 (``alpha``: fraction of fresh real data). Strategy
@@ -88,7 +88,7 @@ class ExactFitHistory:
 
 
 def exact_fit(weights, N: int, generations: int, replicates: int, *, alpha: float = 0.0,
-              strategy: str = "replace", seed: int = 0) -> ExactFitHistory:
+              strategy: str = "replace", init=None, seed: int = 0) -> ExactFitHistory:
     """Recursive training of a model that reproduces its training data exactly.
 
     Each generation draws N points: with probability ``alpha`` a fresh draw from mu_0, otherwise
@@ -109,6 +109,10 @@ def exact_fit(weights, N: int, generations: int, replicates: int, *, alpha: floa
     generations, replicates : int
     alpha : float in [0, 1]
     strategy : "replace" or "accumulate"
+    init : array_like of int, shape (n_atoms,), optional
+        Counts of the first training set (summing to N); default: the real data, laid out as
+        above. Fresh data still come from mu_0 (``weights``): starting away from mu_0 shows the
+        relaxation E mu_g - mu_0 = (1 - alpha)^g (mu_init - mu_0) under ``replace``.
     seed : int
 
     Returns
@@ -127,7 +131,13 @@ def exact_fit(weights, N: int, generations: int, replicates: int, *, alpha: floa
     _check_common(alpha, generations, replicates, seed)
     w = w / w.sum()
     n = w.size
-    init = initial_counts(w, N)
+    if init is None:
+        init = initial_counts(w, N)
+    else:
+        init = np.asarray(init)
+        if init.shape != (n,) or not np.issubdtype(init.dtype, np.integer) or np.any(init < 0) or init.sum() != N:
+            raise ValueError(f"init must be {n} non-negative integer counts summing to N={N}, got {init.tolist()}")
+        init = init.astype(np.int64)
     G = generations
     out = {k: np.empty((replicates, G + 1)) for k in ("homozygosity", "support", "entropy", "distance")}
     ctime = np.full(replicates, -1, dtype=np.int64)

@@ -1,4 +1,4 @@
-"""Constant-step SGD over many chains, and the ODE limits it is compared against (MODEL.md §2).
+"""Constant-step SGD over many chains, and the ODE limits it is compared against.
 
 The engine iterates
 

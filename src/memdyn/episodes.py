@@ -1,4 +1,4 @@
-"""Traces -> episodes -> dwell-time statistics (MODEL.md §6), shared by simulations and the
+"""Traces -> episodes -> dwell-time statistics, shared by simulations and the
 memorization monitor.
 
 A trace is a matrix of integer state labels, one row per chain (or probe) and one column per

@@ -1,4 +1,4 @@
-"""Stylized losses for constant-step SGD (MODEL.md §1).
+"""Stylized losses for constant-step SGD.
 
 Every landscape evaluates a batch of chains at once: ``theta`` is a torch tensor of shape
 ``(n_chains, dim)`` and :meth:`Landscape.value` / :meth:`Landscape.grad` return shapes
@@ -251,6 +251,80 @@ class DoubleWell(Landscape):
         return float(self.f(self.saddle) - self.f(getattr(self, well)))
 
 
+class MultiWell(Landscape):
+    """1-D landscape with any odd number of exactly placed critical points.
+
+    F'(x) = k prod_j (x - c_j), c_1 < c_2 < ... < c_(2m-1): minima at c_1, c_3, ..., c_(2m-1)
+    and barrier tops (saddles) at c_2, c_4, ...; F(c_1) = 0. With three points this is
+    :class:`DoubleWell`; with five, a triple well, where the Freidlin-Wentzell W-graph over three
+    minima decides the long-run law.
+
+    Parameters
+    ----------
+    points : array_like
+        The critical points, increasing, an odd number >= 3.
+    scale : float
+        k > 0.
+    """
+
+    def __init__(self, points, scale: float = 1.0):
+        c = np.asarray(points, dtype=np.float64).ravel()
+        if c.size < 3 or c.size % 2 == 0 or np.any(np.diff(c) <= 0) or not np.all(np.isfinite(c)):
+            raise ValueError(f"points must be an odd number (>= 3) of increasing finite values, got {c.tolist()}")
+        if not scale > 0:
+            raise ValueError(f"scale must be > 0, got {scale}")
+        self.points, self.scale = c, float(scale)
+        self.dim = self.fast_dim = 1
+        P = np.polynomial.Polynomial
+        self._dp = P.fromroots(c) * self.scale
+        F = self._dp.integ()
+        self._p = F - F(c[0])
+        self._d2p = self._dp.deriv()
+        # ascending coefficients for Horner's rule on tensors
+        self._cf, self._cdf = self._p.coef[::-1].tolist(), self._dp.coef[::-1].tolist()
+
+    @property
+    def minima_x(self) -> np.ndarray:
+        return self.points[0::2]
+
+    @property
+    def saddles_x(self) -> np.ndarray:
+        return self.points[1::2]
+
+    @staticmethod
+    def _horner(coef, x):
+        out = x * 0 + coef[0]
+        for c in coef[1:]:
+            out = out * x + c
+        return out
+
+    def f(self, x):
+        """F(x) for an array of scalars (numpy or torch)."""
+        return self._horner(self._cf, x)
+
+    def df(self, x):
+        """F'(x)."""
+        return self._horner(self._cdf, x)
+
+    def d2f(self, x):
+        """F''(x) (numpy)."""
+        return self._d2p(np.asarray(x, dtype=np.float64))
+
+    def value(self, theta):
+        _check_theta(theta, 1)
+        return self.f(theta[:, 0])
+
+    def grad(self, theta):
+        _check_theta(theta, 1)
+        return self.df(theta)
+
+    def hessian(self, theta):
+        return np.array([[float(self.d2f(float(np.asarray(theta).ravel()[0])))]])
+
+    def critical_points(self):
+        return [self._critical([p]) for p in self.points]
+
+
 class DoubleWellND(Landscape):
     """D-dimensional double well: a :class:`DoubleWell` along x_0 plus harmonic directions.
 
@@ -452,7 +526,7 @@ class TiltedWell:
 class Modulated(Landscape):
     """Modulated two-time-scale loss F(x, y) = F0(x; c(y)) + eps F1(y), c(y) = eps A^T y.
 
-    A modelling **choice** (MODEL.md §1): the slow variable moves a control parameter of the fast
+    A modelling **choice**: the slow variable moves a control parameter of the fast
     landscape, which creates and destroys fast equilibria along the slow path.
 
     Parameters

@@ -1,4 +1,4 @@
-"""Finite Markov chains: classes, stationary laws (GTH), simulation, absorption (MODEL.md §4).
+"""Finite Markov chains: classes, stationary laws (GTH), simulation, absorption.
 
 A :class:`MarkovChain` is validated when it is built (square, finite, non-negative, rows summing
 to one) and accepts a dense array or a ``scipy.sparse`` matrix; sparse chains with 10^4 states

@@ -203,5 +203,5 @@ class Minibatch(Noise):
 
 
 def s1_noise(sigma: float, fast_dim: int, dim: int, eps: float) -> Gaussian:
-    """Isotropic gradient noise of an S1 loss: scale 1 on x and eps on y (MODEL.md §2)."""
+    """Isotropic gradient noise of an S1 loss: scale 1 on x and eps on y."""
     return Gaussian(sigma, np.concatenate([np.ones(fast_dim), np.full(dim - fast_dim, eps)]))

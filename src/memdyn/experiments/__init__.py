@@ -1,4 +1,4 @@
-"""The experiment catalogue of MODEL.md: one module per experiment id, registered here."""
+"""The experiment catalogue: one module per experiment id, registered here."""
 
 from .base import ConfigError, Context, Experiment, Outcome
 from .collapse import Collapse
@@ -8,10 +8,12 @@ from .gibbs import Gibbs
 from .noise_geometry import NoiseGeometry
 from .quasipotential import Quasipotential
 from .refit import Refit
+from .three_wells import ThreeWells
 from .timescales import Timescales
 
 #: every registered experiment, in the order of the default suite
-EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (Timescales(), Gibbs(), NoiseGeometry(), ExitTimes(), Quasipotential(),
+EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (Timescales(), Gibbs(), NoiseGeometry(), ThreeWells(), ExitTimes(),
+                                                  Quasipotential(),
                                                   Collapse(), Degeneration(), Refit())}
 
 __all__ = ["EXPERIMENTS", "ConfigError", "Context", "Experiment", "Outcome"]

@@ -85,13 +85,18 @@ def parse_value(text: str):
 
 
 class Experiment:
-    """Base class. Subclasses set ``name``, ``summary``, ``Config`` and ``quick`` and implement
-    :meth:`run`."""
+    """Base class. Subclasses set ``name``, ``summary``, ``Config``, ``quick`` and ``sample_keys``
+    and implement :meth:`run`.
+
+    ``sample_keys`` are the config keys that set how many independent samples a statistical claim
+    averages (chains, replicates, expected events): ``memdyn calibrate --scale 4`` multiplies them
+    to show that no verdict changes when the sample grows."""
 
     name: ClassVar[str]
     summary: ClassVar[str]
     Config: ClassVar[type[ExperimentConfig]]
     quick: ClassVar[dict] = {}
+    sample_keys: ClassVar[tuple] = ()
 
     def keys(self) -> list[str]:
         return list(self.Config.model_fields)
@@ -114,6 +119,17 @@ class Experiment:
             raise ConfigError(f"invalid value for {self.name}.{key}={json.dumps(given)}: {err['msg']}") from None
         self.check(cfg)
         return cfg
+
+    def scaled(self, cfg, factor: float) -> dict:
+        """``sample_keys`` of ``cfg`` multiplied by ``factor`` (as overrides), within each key's
+        allowed maximum."""
+        out = {}
+        for key in self.sample_keys:
+            top = next((m.le for m in self.Config.model_fields[key].metadata if getattr(m, "le", None) is not None),
+                       None)
+            v = int(round(getattr(cfg, key) * factor))
+            out[key] = min(v, int(top)) if top is not None else v
+        return out
 
     def check(self, cfg) -> None:
         """Cross-field validation; raise :class:`ConfigError`."""

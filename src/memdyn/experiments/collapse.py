@@ -1,4 +1,4 @@
-"""Experiment ``collapse``: recursive training without fresh data collapses (MODEL.md §4).
+"""Experiment ``collapse``: recursive training without fresh data collapses.
 
 A model that reproduces its training data exactly, retrained on N of its own samples each
 generation (alpha = 0), is multi-type Wright-Fisher over the training points. Claims:
@@ -42,6 +42,7 @@ class Collapse(Experiment):
     summary = "exact-fit recursive training: collapse law, heterozygosity decay, collapse time vs exact chain"
     Config = CollapseConfig
     quick = {"replicates": 800, "n_large": 300}
+    sample_keys = ('replicates',)
 
     def check(self, cfg):
         if any(w <= 0 for w in cfg.weights):

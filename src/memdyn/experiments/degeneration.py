@@ -1,4 +1,4 @@
-"""Experiment ``degeneration``: fresh data prevents collapse; the model only degenerates (MODEL.md §4).
+"""Experiment ``degeneration``: fresh data prevents collapse; the model only degenerates.
 
 Exact-fit recursive training with a fraction alpha of fresh real data per generation is
 Wright-Fisher with "mutation" towards mu_0: it never absorbs. With two training points the chain
@@ -7,7 +7,12 @@ on the count of point 0 is small enough to solve exactly, so for each alpha the 
 * the stationary homozygosity against the closed form
   F* = [(1 - 1/N) alpha (2 - alpha) G + 1/N] / [1 - (1 - 1/N)(1 - alpha)^2], G = sum mu_0(i)^2;
 * the long-run fraction of generations spent near a point mass (one point holding >= ``near`` of
-  the data) against the exact stationary law of the chain (GTH), which grows as N alpha falls.
+  the data) against the exact stationary law of the chain (GTH), which grows as N alpha falls;
+* no absorption: the fraction of generations spent *at* a point mass against the exact stationary
+  probability of the two collapsed states (with absorption it would grow to 1);
+* the return to mu_0 at rate 1 - alpha: from a collapsed start (all N points on point 0),
+  E mu_g(0) = mu_0(0) + (1 - alpha)^g (1 - mu_0(0)) at g = 1/alpha (exact, since
+  E[mu_(g+1) | mu_g] = (1 - alpha) mu_g + alpha mu_0).
 """
 
 from __future__ import annotations
@@ -27,6 +32,10 @@ from ..markov import MarkovChain
 from .base import ConfigError, Context, Experiment, ExperimentConfig, Figure, Outcome
 
 
+#: a fraction of generations is claimed only when the run is expected to hit it this often
+MIN_EVENTS = 100
+
+
 class DegenerationConfig(ExperimentConfig):
     weight: float = Field(0.6, gt=0, lt=1, description="mu_0 of the first of the two training points")
     N: int = Field(100, ge=10, le=2000, description="data-set size per generation")
@@ -38,7 +47,7 @@ class DegenerationConfig(ExperimentConfig):
 
 
 def stationary_homozygosity(alpha: float, N: int, G: float) -> float:
-    """F* of exact-fit recursive training with fresh-data fraction alpha (MODEL.md §4)."""
+    """F* of exact-fit recursive training with fresh-data fraction alpha."""
     a = 1 - 1 / N
     return (a * alpha * (2 - alpha) * G + 1 / N) / (1 - a * (1 - alpha) ** 2)
 
@@ -48,6 +57,7 @@ class Degeneration(Experiment):
     summary = "fresh data (alpha > 0): no collapse; stationary homozygosity vs F*; time near a point mass vs N*alpha"
     Config = DegenerationConfig
     quick = {"replicates": 300, "relax": 15.0}
+    sample_keys = ('replicates',)
 
     def check(self, cfg):
         if any(not 5e-4 <= a <= 0.5 for a in cfg.alphas) or len(set(cfg.alphas)) < 2:
@@ -72,6 +82,15 @@ class Degeneration(Experiment):
                 return {"homo": h.homozygosity, "support": h.support}
 
             c = ctx.cell(f"alpha={alpha:g}", cell)
+            g_r = max(1, int(round(1 / alpha)))
+
+            def back(alpha=alpha, g_r=g_r):
+                h = exact_fit(w, N, g_r, cfg.replicates, alpha=alpha, init=np.array([N, 0]),
+                              seed=ctx.seed_for("return", alpha))
+                return {"share": h.final_counts[:, 0] / N}
+
+            share0, share0_se = mean_se(ctx.cell(f"return_alpha={alpha:g}", back)["share"])
+            at_m, at_se = mean_se((c["support"][:, burn:] == 1).mean(1))
             homo = c["homo"][:, burn:]
             # the share of the majority point: mu_max^2 + (1 - mu_max)^2 = homozygosity for 2 points
             share = 0.5 * (1 + np.sqrt(np.clip(2 * homo - 1, 0, None)))
@@ -80,14 +99,24 @@ class Degeneration(Experiment):
             P = binom.pmf(k[None, :], N, (1 - alpha) * k[:, None] / N + alpha * w[0])
             pi = MarkovChain(P).stationary_distribution
             near_exact = float(pi[near_states].sum())
+            at_exact = float(pi[0] + pi[N])
             f_star = stationary_homozygosity(alpha, N, G2)
             claims.append(claim(f"stationary homozygosity, N*alpha={N * alpha:g}", f_star, f_m, f_se,
                                 detail="closed form F*"))
             claims.append(claim(f"fraction of generations near a point mass, N*alpha={N * alpha:g}", near_exact,
                                 near_m, near_se, detail=f"exact stationary law of the chain; near = share >= {cfg.near}"))
+            if at_exact * homo.size >= MIN_EVENTS:  # a rarer fraction has too few hits for its standard error
+                claims.append(claim(f"fraction of generations at a point mass (no absorption), N*alpha={N * alpha:g}",
+                                    at_exact, at_m, at_se, detail="exact stationary probability of the two collapsed "
+                                                                  "states; absorption would drive it to 1"))
+            back_pred = w[0] + (1 - alpha) ** g_r * (1 - w[0])
+            claims.append(claim(f"E mu_g(0) at g={g_r} from a collapsed start, N*alpha={N * alpha:g}", back_pred, share0,
+                                share0_se, detail="mu_0(0) + (1 - alpha)^g (1 - mu_0(0)): the return to mu_0 at rate "
+                                                  "1 - alpha"))
             rows.append({"alpha": alpha, "N_alpha": N * alpha, "homozygosity": f_m, "homozygosity_se": f_se,
                          "F_star": f_star, "near_fraction": near_m, "near_se": near_se, "near_exact": near_exact,
-                         "collapsed_fraction_of_time": float((c["support"][:, burn:] == 1).mean()),
+                         "at_point_mass": at_m, "at_point_mass_exact": at_exact, "return_generation": g_r,
+                         "return_share": share0, "return_share_exact": back_pred,
                          "generations": G})
             curves.append((alpha, c["homo"][:, : min(c["homo"].shape[1], 3 * burn)].mean(0), f_star))
         tables = {"degeneration": pd.DataFrame(rows)}

@@ -60,6 +60,7 @@ class ExitTimes(Experiment):
     summary = "Arrhenius: ln(a*mean exit) vs 1/a has slope V; bridge-corrected means vs exact MFPT; exponential law"
     Config = ExitTimesConfig
     quick = {"barrier_over_step": [3.0, 4.2], "n_steps": 3, "chains": 400}
+    sample_keys = ('chains',)
 
     def check(self, cfg):
         lo, hi = cfg.barrier_over_step

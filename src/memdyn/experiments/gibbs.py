@@ -31,7 +31,7 @@ from ..claims import claim
 from ..landscapes import DoubleWell
 from ..noise import Gaussian
 from .base import ConfigError, Context, Experiment, ExperimentConfig, Figure, Outcome
-from .occupation import extrapolation_claims, plot_log_ratio, right_occupation
+from .occupation import double_well_extrapolation, plot_log_ratio, right_occupation
 
 
 class GibbsConfig(ExperimentConfig):
@@ -58,6 +58,7 @@ class Gibbs(Experiment):
     summary = "a*ln(occupation ratio) of a double well over a step grid, extrapolated to a->0, vs -2 dF/sigma^2"
     Config = GibbsConfig
     quick = {"chains": 2000, "mix": 6.0, "events": 100}
+    sample_keys = ('chains', 'events')
 
     def well(self, cfg) -> DoubleWell:
         return DoubleWell(-1.0, cfg.saddle, 1.0, cfg.scale)
@@ -96,7 +97,7 @@ class Gibbs(Experiment):
             claims.append(claim(f"right-well occupation at a={a:.4g}", row["p_right_exact"], row["p_right"],
                                 row["p_right_se"], detail="exact stationary law of the discrete chain (transfer operator)"))
         tab = pd.DataFrame(rows)
-        ext_claims, res, exact, ext = extrapolation_claims(tab, well, sigma, target, "a*ln(occupation ratio)",
+        ext_claims, res, exact, ext = double_well_extrapolation(tab, well, sigma, target, "a*ln(occupation ratio)",
                                                            f"Gibbs / Freidlin-Wentzell -2 dF / sigma^2 (dF = {dF:.4g})")
         claims = ext_claims + claims
         fit = pd.DataFrame([{"intercept": res.intercept, "intercept_se": res.intercept_se, "slope": res.slope,

@@ -31,7 +31,7 @@ from ..landscapes import DoubleWell
 from ..ldp import GMAM_ACCURACY, fw_energies, transition_costs
 from ..noise import StateDependentGaussian
 from .base import ConfigError, Context, Experiment, ExperimentConfig, Figure, Outcome
-from .occupation import extrapolation_claims, plot_log_ratio, right_occupation
+from .occupation import double_well_extrapolation, plot_log_ratio, right_occupation
 
 
 class NoiseGeometryConfig(ExperimentConfig):
@@ -65,6 +65,7 @@ class NoiseGeometry(Experiment):
     summary = "state-dependent noise: the W-graph energies pick the most visited minimum (the shallower one here)"
     Config = NoiseGeometryConfig
     quick = {"n_steps": 3, "chains": 800, "mix": 5.0, "events": 100}
+    sample_keys = ('chains', 'events')
 
     def well(self, cfg) -> DoubleWell:
         return DoubleWell(-1.0, cfg.saddle, 1.0, cfg.scale)
@@ -135,7 +136,7 @@ class NoiseGeometry(Experiment):
                                f"other's at a={smallest['step']:.4g}", 0.0, 2 * p_pick - 1, 2 * smallest["p_right_se"],
                                side="at_least", detail=f"W-graph energies E = {np.round(E, 5).tolist()} from the gMAM "
                                                        f"costs; F(right) - F(left) = {well.delta_f:.4g}"))
-        ext_claims, res, exact, ext = extrapolation_claims(
+        ext_claims, res, exact, ext = double_well_extrapolation(
             tab, well, sig, target, "a*ln(mu(shallow)/mu(deep))", "E_deep - E_shallow from the W-graph energies")
         claims[3:3] = ext_claims
         fit = pd.DataFrame([{"intercept": res.intercept, "intercept_se": res.intercept_se, "slope": res.slope,

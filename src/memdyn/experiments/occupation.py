@@ -28,74 +28,115 @@ from ..dynamics import simulate
 from ..ldp import gibbs_fit
 from ..observers import Occupation, intervals
 from ..reference import sde_stationary_1d, stationary_1d, support_1d
-from ..stats import extrapolate, mean_se
+from ..stats import extrapolate
 from .base import ConfigError, Context, ExperimentError
 
-__all__ = ["right_occupation", "extrapolation_claims", "sde_log_ratio", "plot_log_ratio", "MAX_CHAIN_STEPS"]
+__all__ = ["well_occupation", "log_ratio", "right_occupation", "sde_log_occupations", "extrapolation_claims",
+           "double_well_extrapolation", "plot_log_ratio", "MAX_CHAIN_STEPS"]
 
 MAX_CHAIN_STEPS = 6e9  # refuse configurations that would run for hours
 
 
-def right_occupation(well, sigma, noise, a: float, chains: int, mix: float, events: int, start: float, ctx: Context,
-                     dtype, key: str) -> dict:
-    """Occupation of the right basin {x >= saddle} of 1-D constant-step SGD at step ``a``.
+def well_occupation(land, sigma, noise, a: float, saddles, minima, chains: int, mix: float, events: int, start: float,
+                    ctx: Context, dtype, key: str) -> dict:
+    """Occupation of the basins of a 1-D multi-well loss (cut at ``saddles``) by constant-step SGD
+    at step ``a``: measured and exact.
 
     Measured from ``chains`` independent chains started at ``start`` after 5 mixing times of
     burn-in (residual relative bias <= e^-5 / window), averaged over a window of ``mix`` mixing
-    times, lengthened when needed so that the chains together are expected to enter the rarer
-    basin at least ``events`` times (a two-state chain with mixing time t enters the basin of
+    times, lengthened when needed so that the chains together are expected to enter the rarest
+    basin at least ``events`` times (a two-state chain with mixing time t enters a basin of
     probability p at rate p (1 - p) / t). With fewer entries the per-chain fractions are too
-    skewed for their standard error to be trusted.
+    skewed for their standard error to be trusted. Exact: the stationary law of the discrete
+    chain (:func:`memdyn.reference.stationary_1d`).
 
     ``sigma`` is the noise scale (a number, or a function of positions for state-dependent noise,
-    matching ``noise``). Returns one table row.
+    matching ``noise``).
+
+    Returns
+    -------
+    dict with ``p`` (K,), ``cov`` (K, K) covariance of the estimates (per-chain spread / chains),
+    ``exact`` (K,), ``mixing_steps``, ``window_mixing_times``, ``n_steps``.
     """
-    grid = np.linspace(-2, 2, 401)
+    grid = np.linspace(min(minima) - 1, max(minima) + 1, 801)
     sig = np.broadcast_to(sigma(grid) if callable(sigma) else sigma, grid.shape)
-    lo, hi = support_1d(well, float(sig.max()), a, [well.left, well.right])
-    x, pi, tmix = stationary_1d(well, sigma, a, lo, hi, n=int(min(20000, max(3000, 12 * (hi - lo) / (a * sig.min())))))
-    p_exact = float(pi[x >= well.saddle].sum())
-    window = max(mix, events / (chains * p_exact * (1 - p_exact)))
+    lo, hi = support_1d(land, float(sig.max()), a, minima)
+    x, pi, tmix = stationary_1d(land, sigma, a, lo, hi, n=int(min(20000, max(3000, 12 * (hi - lo) / (a * sig.min())))))
+    edges = np.concatenate([[-np.inf], np.asarray(saddles, dtype=np.float64), [np.inf]])
+    K = edges.size - 1
+    exact = np.array([pi[(x >= edges[i]) & (x < edges[i + 1])].sum() for i in range(K)])
+    window = max(mix, events / (chains * float(np.min(exact * (1 - exact)))))
     burn = int(math.ceil(5 * tmix))
     n_steps = burn + int(math.ceil(window * tmix))
     if n_steps * chains > MAX_CHAIN_STEPS:
-        raise ConfigError(f"{ctx.experiment}: at step {a:g} the chain mixes in {tmix:.3g} steps and the rarer basin "
-                          f"holds {min(p_exact, 1 - p_exact):.3g}, so {n_steps * chains:.3g} chain-steps would be needed "
+        raise ConfigError(f"{ctx.experiment}: at step {a:g} the chain mixes in {tmix:.3g} steps and the rarest basin "
+                          f"holds {exact.min():.3g}, so {n_steps * chains:.3g} chain-steps would be needed "
                           f"(limit {MAX_CHAIN_STEPS:.0e}): use a larger step, more noise or fewer events")
     every = max(1, int(tmix // 50))
 
     def cell():
-        sim = simulate(well, noise, float(a), n_steps, chains, init=[start], seed=ctx.seed_for("a", float(a)),
+        sim = simulate(land, noise, float(a), n_steps, chains, init=[start], seed=ctx.seed_for("a", float(a)),
                        dtype=dtype, progress=ctx.progress,
-                       observers=[Occupation(intervals([-np.inf, well.saddle, np.inf]), 2, start=burn, every=every)])
-        return {"right": sim["occupation"].fractions[:, 1]}
+                       observers=[Occupation(intervals(edges), K, start=burn, every=every)])
+        return {"fractions": sim["occupation"].fractions}
 
-    p, se = mean_se(ctx.cell(key, cell)["right"])
-    if not 0 < p < 1:
-        raise ExperimentError(f"at a={a:g} every chain stayed in one well (p={p}); raise events or chains")
-    return {"step": a, "mixing_steps": tmix, "window_mixing_times": window, "n_steps": n_steps, "p_right": p,
-            "p_right_se": se, "p_right_exact": p_exact, "a_log_ratio": a * math.log(p / (1 - p)),
-            "a_log_ratio_se": a * se / (p * (1 - p)), "a_log_ratio_exact": a * math.log(p_exact / (1 - p_exact))}
+    f = ctx.cell(key, cell)["fractions"]
+    p = f.mean(axis=0)
+    if np.any(p <= 0) or np.any(p >= 1):
+        raise ExperimentError(f"at a={a:g} some basin was never visited (occupations {p.tolist()}); raise events or "
+                              "chains")
+    return {"p": p, "cov": np.cov(f, rowvar=False) / f.shape[0], "exact": exact, "mixing_steps": tmix,
+            "window_mixing_times": window, "n_steps": n_steps}
 
 
-def sde_log_ratio(well, sigma, a: float) -> float:
-    """a ln(mu(right) / mu(left)) of the SDE limit's stationary law at step a (exact quadrature)."""
+def log_ratio(occ: dict, i: int, j: int, a: float) -> tuple[float, float, float]:
+    """a ln(p_i / p_j): measured, its standard error (delta method with the covariance of the two
+    estimates) and exact."""
+    p, C, e = occ["p"], occ["cov"], occ["exact"]
+    var = C[i, i] / p[i] ** 2 + C[j, j] / p[j] ** 2 - 2 * C[i, j] / (p[i] * p[j])
+    return a * math.log(p[i] / p[j]), a * math.sqrt(max(var, 0.0)), a * math.log(e[i] / e[j])
+
+
+def right_occupation(well, sigma, noise, a: float, chains: int, mix: float, events: int, start: float, ctx: Context,
+                     dtype, key: str) -> dict:
+    """:func:`well_occupation` of a double well, as one table row: the right basin {x >= saddle}
+    (p_right, se, exact) and a ln(p_right / p_left) (+ se, exact)."""
+    occ = well_occupation(well, sigma, noise, a, [well.saddle], [well.left, well.right], chains, mix, events, start,
+                          ctx, dtype, key)
+    y, y_se, y_ex = log_ratio(occ, 1, 0, a)
+    return {"step": a, "mixing_steps": occ["mixing_steps"], "window_mixing_times": occ["window_mixing_times"],
+            "n_steps": occ["n_steps"], "p_right": float(occ["p"][1]), "p_right_se": math.sqrt(occ["cov"][1, 1]),
+            "p_right_exact": float(occ["exact"][1]), "a_log_ratio": y, "a_log_ratio_se": y_se, "a_log_ratio_exact": y_ex}
+
+
+def sde_log_occupations(land, sigma, a: float, saddles, minima) -> np.ndarray:
+    """ln mu(basin i) of the SDE limit's stationary law at step a (exact quadrature), basins cut
+    at ``saddles``."""
     from scipy.special import logsumexp
 
-    x, logp = sde_stationary_1d(well, sigma, a, well.left - 1.5, well.right + 1.5)
-    right = x >= well.saddle
-    return a * float(logsumexp(logp[right]) - logsumexp(logp[~right]))
+    x, logp = sde_stationary_1d(land, sigma, a, min(minima) - 1.5, max(minima) + 1.5)
+    edges = np.concatenate([[-np.inf], np.asarray(saddles, dtype=np.float64), [np.inf]])
+    return np.array([logsumexp(logp[(x >= edges[i]) & (x < edges[i + 1])]) for i in range(edges.size - 1)])
 
 
-def extrapolation_claims(tab: pd.DataFrame, well, sigma, target: float, what: str, theory: str):
-    """The two a -> 0 claims on a table of :func:`right_occupation` rows (see the module docstring).
+def extrapolation_claims(steps, y, y_se, y_exact, sde_limit, target: float, what: str, theory: str):
+    """The two a -> 0 claims on a ln(occupation ratio) over a step grid (see the module docstring).
+
+    Parameters
+    ----------
+    steps, y, y_se, y_exact : array_like
+        Steps, measured a ln(ratio) with standard errors, and the exact discrete chain's values.
+    sde_limit : callable
+        a -> a ln(ratio) of the SDE limit's stationary law (exact, any small a).
+    target : float
+        The theory's a -> 0 limit.
 
     Returns (claims, measured fit, exact-chain fit, extrapolation of the SDE limit).
     """
-    res = gibbs_fit(tab["step"], tab["a_log_ratio"], tab["a_log_ratio_se"])
-    exact = gibbs_fit(tab["step"], tab["a_log_ratio_exact"], tab["a_log_ratio_se"])
-    fine = float(tab["step"].min()) / np.linspace(4, 16, 6)
-    ext = extrapolate(fine, [sde_log_ratio(well, sigma, a) for a in fine], degree=2)
+    res = gibbs_fit(steps, y, y_se)
+    exact = gibbs_fit(steps, y_exact, y_se)
+    fine = float(np.min(steps)) / np.linspace(4, 16, 6)
+    ext = extrapolate(fine, [sde_limit(a) for a in fine], degree=2)
     claims = [
         claim(f"{what}: line fit extrapolated to a->0 vs the same fit of the exact discrete chain", exact.intercept,
               res.intercept, res.intercept_se, fit=res,
@@ -107,6 +148,16 @@ def extrapolation_claims(tab: pd.DataFrame, well, sigma, target: float, what: st
                      f"quadratic in a; linear: {ext.lower:.6g}"),
     ]
     return claims, res, exact, ext
+
+
+def double_well_extrapolation(tab: pd.DataFrame, well, sigma, target: float, what: str, theory: str):
+    """:func:`extrapolation_claims` for a table of :func:`right_occupation` rows."""
+    def sde(a):
+        lm = sde_log_occupations(well, sigma, a, [well.saddle], [well.left, well.right])
+        return a * float(lm[1] - lm[0])
+
+    return extrapolation_claims(tab["step"], tab["a_log_ratio"], tab["a_log_ratio_se"], tab["a_log_ratio_exact"], sde,
+                                target, what, theory)
 
 
 def plot_log_ratio(ax, tab, res, exact, target, target_label: str) -> None:

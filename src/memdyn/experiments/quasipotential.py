@@ -46,7 +46,7 @@ class QuasipotentialConfig(ExperimentConfig):
         "and the grid solver needs a finer mesh)"))
     meshes: list[int] = Field([64, 128, 256], min_length=2, max_length=6, description=(
         "mesh sizes n (n x n points) for the grid solver, increasing, each in [16, 1024]"))
-    points: list[int] = Field([25, 50, 100, 200], min_length=2, max_length=6, description=(
+    points: list[int] = Field([50, 100, 200, 400], min_length=2, max_length=6, description=(
         "path point counts for the minimum action method, increasing, each in [10, 2000]"))
     beta: float = Field(10.0, gt=4, le=50, description="non-gradient Maier-Stein beta (> 4: the path leaves the axis)")
 
@@ -118,7 +118,7 @@ class Quasipotential(Experiment):
     name = "quasipotential"
     summary = "gMAM and the ordered line-integral grid solver vs closed-form quasi-potentials; convergence orders"
     Config = QuasipotentialConfig
-    quick = {"linear_systems": 2, "manufactured_systems": 1, "meshes": [48, 96, 192], "points": [50, 100, 200]}
+    quick = {"linear_systems": 2, "manufactured_systems": 1, "meshes": [48, 96, 192], "points": [100, 200, 400]}
 
     def check(self, cfg):
         for key, vals, lo, hi in (("meshes", cfg.meshes, 16, 1024), ("points", cfg.points, 10, 2000)):

@@ -1,10 +1,14 @@
-"""Experiment ``refit``: parametric recursive training loses spread unless data accumulate (MODEL.md §4).
+"""Experiment ``refit``: parametric recursive training loses spread unless data accumulate.
 
 A Gaussian refitted by maximum likelihood to M of its own samples each generation:
 
-* replace: E[s_g^2] = sigma_0^2 (1 - 1/M)^(g+1) (the fit to the real data contributes one factor)
-  and E[ln s_g^2] = (g + 1)(psi((M-1)/2) + ln(2/M)) + ln sigma_0^2 exactly, so the median of
-  s_g decays like exp(-g/M);
+* replace: s_g^2 = sigma_0^2 prod_{j<=g} (chi^2_{M-1, j} / M), a product of independent scaled
+  chi-squares, so E[s_g^2] = sigma_0^2 (1 - 1/M)^(g+1) (the fit to the real data contributes one
+  factor) with the exact variance sigma_0^4 [((M^2 - 1)/M^2)^(g+1) - (1 - 1/M)^(2(g+1))], and
+  E[ln s_g^2] = (g + 1)(psi((M-1)/2) + ln(2/M)) + ln sigma_0^2 with the exact variance
+  (g + 1) psi'((M-1)/2), so the median of s_g decays like exp(-g/M). The standard errors of both
+  claims come from these exact variances (the sample variance of the heavy-tailed s_g^2 is itself
+  too noisy to standardise with);
 * accumulate (fit to all data so far): E[S_{g+1}] = S_g (1 + (M - 1 + n_g/(n_g + M)) / n_g) for the
   pooled sum of squares S_g of n_g = (g+1) M points, an exact recursion whose limit keeps s near
   sigma_0;
@@ -20,7 +24,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure as MplFigure
 from pydantic import Field
-from scipy.special import digamma
+from scipy.special import digamma, polygamma
 
 from ..claims import claim
 from ..stats import mean_se
@@ -51,6 +55,7 @@ class Refit(Experiment):
     summary = "Gaussian refit: E[s^2] = (1-1/M)^g, median ~ e^{-g/M}; accumulate keeps s; KDE and mixture refits"
     Config = RefitConfig
     quick = {"replicates": 1500, "generations": 100, "mixture_replicates": 64}
+    sample_keys = ('replicates', 'mixture_replicates')
 
     def check(self, cfg):
         if any(m < 4 for m in cfg.Ms):
@@ -65,13 +70,16 @@ class Refit(Experiment):
                            lambda M=M: {"std": gaussian_refit(M, G, R, strategy="accumulate", seed=ctx.seed_for("a", M)).std})
             var_r, var_a = rep["std"] ** 2, acc["std"] ** 2
             g1 = min(G, M)  # the mean of s_g^2 is heavy-tailed: check it where its error is moderate
-            m, se = mean_se(var_r[:, g1])
-            claims.append(claim(f"replace: E[s_g^2] at g={g1}, M={M}", (1 - 1 / M) ** (g1 + 1), m, se,
-                                detail="sigma_0^2 (1 - 1/M)^(g+1), MLE refits"))
+            R_ = var_r.shape[0]
+            var_s2 = ((M * M - 1) / M**2) ** (g1 + 1) - (1 - 1 / M) ** (2 * (g1 + 1))
+            claims.append(claim(f"replace: E[s_g^2] at g={g1}, M={M}", (1 - 1 / M) ** (g1 + 1), var_r[:, g1].mean(),
+                                math.sqrt(var_s2 / R_), detail="sigma_0^2 (1 - 1/M)^(g+1), MLE refits; se from the "
+                                                               "exact variance of s_g^2"))
             step = digamma((M - 1) / 2) + math.log(2 / M)
-            m, se = mean_se(np.log(var_r[:, G]))
-            claims.append(claim(f"replace: E[ln s_g^2] at g={G}, M={M}", (G + 1) * step, m, se,
-                                detail="(g+1)(psi((M-1)/2) + ln(2/M)): median s_g ~ exp(-g/M)"))
+            claims.append(claim(f"replace: E[ln s_g^2] at g={G}, M={M}", (G + 1) * step, np.log(var_r[:, G]).mean(),
+                                math.sqrt((G + 1) * float(polygamma(1, (M - 1) / 2)) / R_),
+                                detail="(g+1)(psi((M-1)/2) + ln(2/M)): median s_g ~ exp(-g/M); se from the exact "
+                                       "variance (g+1) psi'((M-1)/2)"))
             exact_acc = accumulate_variance(M, G)
             m, se = mean_se(var_a[:, G])
             claims.append(claim(f"accumulate: E[s_g^2] at g={G}, M={M}", exact_acc[G], m, se,

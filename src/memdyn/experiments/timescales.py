@@ -1,4 +1,4 @@
-"""Experiment ``timescales``: SGD on quadratics runs on two time scales (MODEL.md §2).
+"""Experiment ``timescales``: SGD on quadratics runs on two time scales.
 
 Three measurements, each against an exact prediction for the discrete iteration:
 
@@ -63,6 +63,7 @@ class Timescales(Experiment):
     summary = "stationary covariance vs discrete Lyapunov, relaxation-time ratio vs 1/eps, tracking error"
     Config = TimescalesConfig
     quick = {"chains": 1000, "relax": 15.0}
+    sample_keys = ('chains',)
 
     def check(self, cfg):
         if any(not 0 < e <= 0.5 for e in cfg.eps) or len(set(cfg.eps)) < 2:

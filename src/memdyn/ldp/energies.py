@@ -1,4 +1,4 @@
-"""Freidlin-Wentzell energies of critical components (MODEL.md §5).
+"""Freidlin-Wentzell energies of critical components.
 
 From transition costs B_ij = V(K_i -> K_j) between the critical components, W_i = min over
 spanning in-trees rooted at i of the sum of the costs of their edges (every component k != i has
