@@ -74,9 +74,9 @@ def test_censored_exponential_mle_recovers_rate():
     x = rng.exponential(true_mean, n)
     cens = x > cutoff
     fit = exponential_fit(np.minimum(x, cutoff), cens)
-    assert abs(fit["mean"] - true_mean) < Z_TOL * fit["mean_se"]
+    assert abs(fit.mean - true_mean) < Z_TOL * fit.mean_se
     naive = np.minimum(x, cutoff)[~cens].mean()  # dropping censored episodes is badly biased
-    assert abs(naive - true_mean) > 10 * fit["mean_se"]
+    assert abs(naive - true_mean) > 10 * fit.mean_se
 
 
 def test_kaplan_meier_matches_exponential_survival():
@@ -84,17 +84,17 @@ def test_kaplan_meier_matches_exponential_survival():
     t, c = rng.exponential(5.0, 3000), rng.exponential(10.0, 3000)  # event and censoring times
     x, cens = np.minimum(t, c), c < t
     km = kaplan_meier(x, cens)
-    i = np.searchsorted(km["time"], 5.0)
-    assert abs(km["survival"][i] - math.exp(-km["time"][i] / 5.0)) < Z_TOL * km["se"][i]
+    i = np.searchsorted(km.time, 5.0)
+    assert abs(km.survival[i] - math.exp(-km.time[i] / 5.0)) < Z_TOL * km.se[i]
 
 
 def test_exponential_test_accepts_geometric_and_rejects_constant_lengths():
     rng = np.random.default_rng(2)
     geo = rng.geometric(0.05, 400)
     res = exponential_test(geo, n_mc=199)
-    assert res["pvalue"] > 0.01 and abs(res["cv"] - 1) < 0.15
+    assert res.pvalue > 0.01 and abs(res.cv - 1) < 0.15
     bad = exponential_test(np.full(200, 10) + rng.integers(0, 2, 200), n_mc=199)
-    assert bad["pvalue"] < 0.01 and bad["cv"] < 0.2
+    assert bad.pvalue < 0.01 and bad.cv < 0.2
 
 
 @pytest.mark.parametrize("labels, msg", [

@@ -40,15 +40,15 @@ def test_fw_energies_match_brute_force(seed):
         np.fill_diagonal(B, 0)
         B[np.arange(m), (np.arange(m) + 1) % m] = rng.random(m)  # keep a cycle so every root is reachable
     res = fw_energies(B)
-    np.testing.assert_allclose(res["W"], brute_force_W(B), rtol=1e-12)
-    assert res["E"].min() == 0 and res["most_visited"] == int(np.argmin(res["W"]))
+    np.testing.assert_allclose(res.W, brute_force_W(B), rtol=1e-12)
+    assert res.E.min() == 0 and res.most_visited == int(np.argmin(res.W))
 
 
 def test_two_wells_energy_is_the_barrier_difference():
     # two minima, V(0 -> 1) = 0.8, V(1 -> 0) = 0.3: E = (0, 0.5): the deeper well 0 dominates
     res = fw_energies([[0, 0.8], [0.3, 0]])
-    np.testing.assert_allclose(res["E"], [0.0, 0.5])
-    p = predicted_occupation(res["E"], 0.1)
+    np.testing.assert_allclose(res.E, [0.0, 0.5])
+    p = predicted_occupation(res.E, 0.1)
     assert p[0] > p[1] and math.isclose(0.1 * math.log(p[1] / p[0]), -0.5)
 
 
@@ -56,7 +56,7 @@ def test_fw_energies_scale_to_dozens_of_components():
     rng = np.random.default_rng(0)
     B = rng.random((40, 40))
     res = fw_energies(B)
-    assert res["W"].shape == (40,) and all(len(t) == 39 for t in res["trees"])
+    assert res.W.shape == (40,) and all(len(t) == 39 for t in res.trees)
 
 
 def test_arrhenius_and_gibbs_fits_recover_known_lines():

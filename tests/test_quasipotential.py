@@ -165,7 +165,7 @@ def test_grid_manufactured_and_maier_stein():
 
 def test_transition_costs_feed_fw_energies():
     res = transition_costs(maier_stein(1.0), [[-1, 0], [1, 0]], [[0, 0]])
-    np.testing.assert_allclose(res["costs"], [[0, 0.5], [0.5, 0]], atol=2e-4)
+    np.testing.assert_allclose(res.costs, [[0, 0.5], [0.5, 0]], atol=2e-4)
     # state-dependent noise: the shallower well (right) is the most visited
     w = DoubleWell(-1.0, 0.2, 1.0, 1.0)
     sig = lambda x: 1.2 + 1.8 * 0.5 * (1 - np.tanh((x - 0.2) / 0.3))  # noqa: E731
@@ -173,8 +173,8 @@ def test_transition_costs_feed_fw_energies():
                            diffusion=lambda X: (sig(X[:, 0]) ** 2)[:, None, None])
     fp = lambda x: (x + 1) * (x - 0.2) * (x - 1)  # noqa: E731
     exact = [quad(lambda x: 2 * fp(x) / sig(x) ** 2, -1, 0.2)[0], quad(lambda x: -2 * fp(x) / sig(x) ** 2, 0.2, 1)[0]]
-    np.testing.assert_allclose([res["costs"][0, 1], res["costs"][1, 0]], exact, rtol=1e-3)
-    assert fw_energies(res["costs"])["most_visited"] == 1 and w.f(1.0) > w.f(-1.0)
+    np.testing.assert_allclose([res.costs[0, 1], res.costs[1, 0]], exact, rtol=1e-3)
+    assert fw_energies(res.costs).most_visited == 1 and w.f(1.0) > w.f(-1.0)
 
 
 # -- bad input -------------------------------------------------------------------------------------

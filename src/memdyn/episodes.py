@@ -33,6 +33,9 @@ __all__ = [
     "detect",
     "core_sets",
     "StreamingDetector",
+    "ExponentialFit",
+    "Survival",
+    "ExponentialTest",
     "exponential_fit",
     "kaplan_meier",
     "coefficient_of_variation",
@@ -207,7 +210,42 @@ class StreamingDetector:
         return Episodes(*(col[order] for col in cols), n_obs=self.t)
 
 
-def exponential_fit(lengths, censored=None) -> dict:
+@dataclass(frozen=True)
+class ExponentialFit:
+    """Result of :func:`exponential_fit`: rate and mean (in observations) with standard errors,
+    the number of completed episodes and the total exposure."""
+
+    rate: float
+    rate_se: float
+    mean: float
+    mean_se: float
+    events: int
+    exposure: float
+
+
+@dataclass(frozen=True)
+class Survival:
+    """Result of :func:`kaplan_meier`: at each distinct event time, P(length > t), its Greenwood
+    standard error, the number at risk and the number of events."""
+
+    time: np.ndarray
+    survival: np.ndarray
+    se: np.ndarray
+    at_risk: np.ndarray
+    events: np.ndarray
+
+
+@dataclass(frozen=True)
+class ExponentialTest:
+    """Result of :func:`exponential_test`: KS statistic, Monte-Carlo p-value, coefficient of
+    variation."""
+
+    statistic: float
+    pvalue: float
+    cv: float
+
+
+def exponential_fit(lengths, censored=None) -> ExponentialFit:
     """Maximum-likelihood exponential (memoryless) dwell law from possibly right-censored lengths.
 
     rate = d / sum(lengths), d = number of uncensored lengths; mean = 1 / rate, with
@@ -216,7 +254,7 @@ def exponential_fit(lengths, censored=None) -> dict:
 
     Returns
     -------
-    dict with ``rate``, ``rate_se``, ``mean``, ``mean_se``, ``events``, ``exposure``.
+    ExponentialFit
     """
     x, cens = _lengths(lengths, censored)
     d = int(np.sum(~cens))
@@ -224,16 +262,15 @@ def exponential_fit(lengths, censored=None) -> dict:
         raise ValueError("no completed (uncensored) episode: the exit rate cannot be estimated")
     exposure = float(x.sum())
     rate = d / exposure
-    return {"rate": rate, "rate_se": rate / math.sqrt(d), "mean": 1 / rate, "mean_se": 1 / rate / math.sqrt(d),
-            "events": d, "exposure": exposure}
+    return ExponentialFit(rate, rate / math.sqrt(d), 1 / rate, 1 / rate / math.sqrt(d), d, exposure)
 
 
-def kaplan_meier(lengths, censored=None) -> dict:
+def kaplan_meier(lengths, censored=None) -> Survival:
     """Kaplan-Meier estimate of the survival function P(length > t) with Greenwood standard errors.
 
     Returns
     -------
-    dict with ``time`` (distinct event times), ``survival``, ``se``, ``at_risk``, ``events``.
+    Survival
     """
     x, cens = _lengths(lengths, censored)
     times = np.unique(x[~cens])
@@ -242,7 +279,7 @@ def kaplan_meier(lengths, censored=None) -> dict:
     surv = np.cumprod(1 - events / at_risk)
     with np.errstate(divide="ignore", invalid="ignore"):
         green = np.cumsum(np.where(at_risk > events, events / (at_risk * (at_risk - events)), 0.0))
-    return {"time": times, "survival": surv, "se": surv * np.sqrt(green), "at_risk": at_risk, "events": events}
+    return Survival(times, surv, surv * np.sqrt(green), at_risk, events)
 
 
 def coefficient_of_variation(lengths) -> float:
@@ -253,7 +290,7 @@ def coefficient_of_variation(lengths) -> float:
     return float(x.std(ddof=1) / x.mean())
 
 
-def exponential_test(lengths, *, seed: int = 0, n_mc: int = 999) -> dict:
+def exponential_test(lengths, *, seed: int = 0, n_mc: int = 999) -> ExponentialTest:
     """Kolmogorov-Smirnov test of completed lengths against an exponential law with fitted
     location 0 and fitted scale, with a Monte-Carlo p-value that accounts for the fitted
     parameter (scipy.stats.goodness_of_fit). Discrete lengths are compared after subtracting 1/2
@@ -266,7 +303,7 @@ def exponential_test(lengths, *, seed: int = 0, n_mc: int = 999) -> dict:
     x = raw - 0.5 if np.all(raw == np.round(raw)) else raw
     res = stats.goodness_of_fit(stats.expon, x, known_params={"loc": 0.0}, statistic="ks", n_mc_samples=n_mc,
                                 rng=np.random.default_rng(seed))
-    return {"statistic": float(res.statistic), "pvalue": float(res.pvalue), "cv": coefficient_of_variation(raw)}
+    return ExponentialTest(float(res.statistic), float(res.pvalue), coefficient_of_variation(raw))
 
 
 def _lengths(lengths, censored):

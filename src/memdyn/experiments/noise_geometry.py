@@ -108,9 +108,9 @@ class NoiseGeometry(Experiment):
         vl, vr = self.exact_costs(cfg)
         tc = transition_costs(lambda x: -well.grad(x), [[well.left], [well.right]], [[well.saddle]],
                               diffusion=lambda X: (sig(X[:, 0]) ** 2)[:, None, None])
-        B = tc["costs"]
+        B = tc.costs
         fw = fw_energies(B)
-        E = fw["E"]
+        E = fw.E
         target = float(E[0] - E[1])  # a ln(mu(R) / mu(L)) -> -(E_R - E_L)
         acc = "documented relative accuracy of min_action_path with 100 points (memdyn.ldp.GMAM_ACCURACY)"
         claims = [
@@ -129,7 +129,7 @@ class NoiseGeometry(Experiment):
                                 row["p_right_se"], detail="exact stationary law of the discrete chain, state-dependent kernel"))
         tab = pd.DataFrame(rows)
         smallest = tab.iloc[0]
-        pick = int(fw["most_visited"])
+        pick = fw.most_visited
         names = ("left (deeper)", "right (shallower)")
         p_pick = smallest["p_right"] if pick == 1 else 1 - smallest["p_right"]
         claims.insert(2, claim(f"most visited well is the W-graph's pick, {names[pick]}: occupation of the pick minus the "

@@ -108,9 +108,9 @@ class ThreeWells(Experiment):
         Bx = self.exact_costs(cfg)
         tc = transition_costs(lambda x: -m.grad(x), [[v] for v in mins], [[v] for v in sads],
                               diffusion=lambda X: (sig(X[:, 0]) ** 2)[:, None, None])
-        B = tc["costs"]
+        B = tc.costs
         fw = fw_energies(B)
-        E, pick = fw["E"], int(fw["most_visited"])
+        E, pick = fw.E, fw.most_visited
         deepest = int(np.argmin([float(m.f(v)) for v in mins]))
         claims = []
         acc = "documented relative accuracy of min_action_path with 100 points (memdyn.ldp.GMAM_ACCURACY)"

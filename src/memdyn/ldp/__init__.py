@@ -16,12 +16,12 @@ for dX = b dt + sqrt(eps) D^{1/2} dW; constant-step SGD with gradient-noise cova
 case b = -grad F, D = C, eps = a.
 """
 
-from .energies import fw_energies, predicted_occupation, transition_costs
+from .energies import FWEnergies, TransitionCosts, fw_energies, predicted_occupation, transition_costs
 from .field import Field
 from .fits import ArrheniusFit, arrhenius_fit, gibbs_fit
 from .mam import GMAM_ACCURACY, MinActionPath, geometric_action, min_action_path
 
-__all__ = ["fw_energies", "predicted_occupation", "transition_costs", "ArrheniusFit", "arrhenius_fit", "gibbs_fit",
+__all__ = ["FWEnergies", "TransitionCosts", "fw_energies", "predicted_occupation", "transition_costs", "ArrheniusFit", "arrhenius_fit", "gibbs_fit",
            "Field", "GMAM_ACCURACY", "MinActionPath", "min_action_path", "geometric_action"]
 from .olim import QuasiPotential, quasipotential_grid
 

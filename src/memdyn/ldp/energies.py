@@ -10,12 +10,59 @@ minimum action method.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-__all__ = ["fw_energies", "predicted_occupation", "transition_costs"]
+__all__ = ["FWEnergies", "TransitionCosts", "fw_energies", "predicted_occupation", "transition_costs"]
 
 
-def fw_energies(costs) -> dict:
+@dataclass(frozen=True)
+class FWEnergies:
+    """Result of :func:`fw_energies`.
+
+    Attributes
+    ----------
+    W : ndarray (m,)
+        Weight of the minimal in-tree rooted at each component.
+    E : ndarray (m,)
+        Energies W - min W: a ln mu_a(U_i) -> -E_i.
+    most_visited : int
+        argmin E, the W-graph's pick.
+    trees : list of list of (k, l)
+        For each root, the edges of its minimal in-tree.
+    """
+
+    W: np.ndarray
+    E: np.ndarray
+    most_visited: int
+    trees: list
+
+
+@dataclass(frozen=True)
+class TransitionCosts:
+    """Result of :func:`transition_costs`.
+
+    Attributes
+    ----------
+    costs : ndarray (m, m)
+        B[i, j] (inf where no saddle joins the two basins; 0 on the diagonal).
+    minima, saddles : ndarray
+        The critical points, refined.
+    basins : list of (i, j)
+        For each saddle, the two minima its unstable manifold falls into.
+    paths : dict
+        (i, saddle index) -> the minimum action path from minimum i to that saddle.
+    """
+
+    costs: np.ndarray
+    minima: np.ndarray
+    saddles: np.ndarray
+    basins: list
+    paths: dict
+
+
+def fw_energies(costs) -> FWEnergies:
     """Freidlin-Wentzell energies of m components from the matrix of transition costs.
 
     Parameters
@@ -26,8 +73,7 @@ def fw_energies(costs) -> dict:
 
     Returns
     -------
-    dict with ``W`` (m,), ``E`` (m,) = W - min W, ``most_visited`` (argmin E) and ``trees``:
-    for each root i, the list of edges (k, l) of its minimal in-tree.
+    FWEnergies
     """
     import networkx as nx
 
@@ -60,7 +106,7 @@ def fw_energies(costs) -> dict:
         trees.append(sorted(edges))
         W[root] = sum(B[k, l] for k, l in edges)
     E = W - W.min()
-    return {"W": W, "E": E, "most_visited": int(np.argmin(E)), "trees": trees}
+    return FWEnergies(W, E, int(np.argmin(E)), trees)
 
 
 def predicted_occupation(E, a: float) -> np.ndarray:
@@ -74,7 +120,7 @@ def predicted_occupation(E, a: float) -> np.ndarray:
 
 
 def transition_costs(drift, minima, saddles, diffusion=None, *, n_points: int = 100, jacobian=None,
-                     **mam_options) -> dict:
+                     **mam_options) -> TransitionCosts:
     """Freidlin-Wentzell transition costs between attractors, by minimum action paths.
 
     For each saddle s (a fixed point whose Jacobian has exactly one eigenvalue with positive real
@@ -106,9 +152,10 @@ def transition_costs(drift, minima, saddles, diffusion=None, *, n_points: int = 
 
     Returns
     -------
-    dict with ``costs`` (m, m) array B, ``minima`` and ``saddles`` (refined), ``basins``: for each
-    saddle the pair (i, j) of components it joins, and ``paths``: {(i, saddle index):
-    :class:`~memdyn.ldp.MinActionPath`}.
+    TransitionCosts
+        ``costs`` (m, m) array B, ``minima`` and ``saddles`` (refined), ``basins``: for each saddle
+        the pair (i, j) of components it joins, and ``paths``: {(i, saddle index):
+        :class:`~memdyn.ldp.MinActionPath`}.
     """
     from .field import as_field
     from .mam import min_action_path
@@ -141,7 +188,7 @@ def transition_costs(drift, minima, saddles, diffusion=None, *, n_points: int = 
             res = min_action_path(F, M[src], s, n_points=n_points, **mam_options)
             paths[(src, k)] = res
             B[src, dst] = min(B[src, dst], res.action)
-    return {"costs": B, "minima": M, "saddles": S, "basins": basins, "paths": paths}
+    return TransitionCosts(B, M, S, basins, paths)
 
 
 def _saddle(F, x0, name: str) -> np.ndarray:
