@@ -174,7 +174,13 @@ class Quadratic(Landscape):
         return np.linalg.eigvalsh(self.H)
 
 
-class DoubleWell(Landscape):
+class _Line(Landscape):
+    """A 1-D landscape given by its scalar functions f, df, d2f (numpy or torch arithmetic)."""
+
+    dim = fast_dim = 1
+
+
+class DoubleWell(_Line):
     """Asymmetric 1-D double well with exactly placed critical points.
 
     F'(x) = k (x - l)(x - s)(x - r), l < s < r, so that
@@ -200,7 +206,6 @@ class DoubleWell(Landscape):
         if scale <= 0:
             raise ValueError(f"scale must be > 0, got {scale}")
         self.left, self.saddle, self.right, self.scale = map(float, (left, saddle, right, scale))
-        self.dim = self.fast_dim = 1
         l, s, r = self.left, self.saddle, self.right
         self._e = (l + s + r, l * s + l * r + s * r, l * s * r)
 
@@ -219,22 +224,11 @@ class DoubleWell(Landscape):
         e1, e2, _ = self._e
         return self.scale * ((3 * x - 2 * e1) * x + e2)
 
-    def value(self, theta):
-        _check_theta(theta, 1)
-        return self.f(theta[:, 0])
-
-    def grad(self, theta):
-        _check_theta(theta, 1)
-        return self.df(theta)
-
     def grad_into(self, theta, out):
         # Horner form of F'(x) = k (((x - e1) x + e2) x - e3), in place: no temporaries
         e1, e2, e3 = self._e
         torch.sub(theta, e1, out=out)
         out.mul_(theta).add_(e2).mul_(theta).sub_(e3).mul_(self.scale)
-
-    def hessian(self, theta):
-        return np.array([[self.d2f(float(np.asarray(theta).ravel()[0]))]])
 
     def critical_points(self):
         return [self._critical([p]) for p in (self.left, self.saddle, self.right)]
@@ -251,7 +245,7 @@ class DoubleWell(Landscape):
         return float(self.f(self.saddle) - self.f(getattr(self, well)))
 
 
-class MultiWell(Landscape):
+class MultiWell(_Line):
     """1-D landscape with any odd number of exactly placed critical points.
 
     F'(x) = k prod_j (x - c_j), c_1 < c_2 < ... < c_(2m-1): minima at c_1, c_3, ..., c_(2m-1)
@@ -274,7 +268,6 @@ class MultiWell(Landscape):
         if not scale > 0:
             raise ValueError(f"scale must be > 0, got {scale}")
         self.points, self.scale = c, float(scale)
-        self.dim = self.fast_dim = 1
         P = np.polynomial.Polynomial
         self._dp = P.fromroots(c) * self.scale
         F = self._dp.integ()
@@ -309,17 +302,6 @@ class MultiWell(Landscape):
     def d2f(self, x):
         """F''(x) (numpy)."""
         return self._d2p(np.asarray(x, dtype=np.float64))
-
-    def value(self, theta):
-        _check_theta(theta, 1)
-        return self.f(theta[:, 0])
-
-    def grad(self, theta):
-        _check_theta(theta, 1)
-        return self.df(theta)
-
-    def hessian(self, theta):
-        return np.array([[float(self.d2f(float(np.asarray(theta).ravel()[0])))]])
 
     def critical_points(self):
         return [self._critical([p]) for p in self.points]

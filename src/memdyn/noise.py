@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-__all__ = ["Noise", "Gaussian", "StateDependentGaussian", "StudentT", "Minibatch", "s1_noise"]
+__all__ = ["Noise", "Gaussian", "StateDependentGaussian", "StudentT", "Minibatch", "s1_noise", "tanh_step"]
 
 
 class Noise:
@@ -205,3 +205,19 @@ class Minibatch(Noise):
 def s1_noise(sigma: float, fast_dim: int, dim: int, eps: float) -> Gaussian:
     """Isotropic gradient noise of an S1 loss: scale 1 on x and eps on y."""
     return Gaussian(sigma, np.concatenate([np.ones(fast_dim), np.full(dim - fast_dim, eps)]))
+
+
+def tanh_step(left: float, right: float, center: float, width: float):
+    """A noise-scale profile that steps from ``left`` to ``right`` across ``center``:
+
+        sigma(x) = right + (left - right) (1 - tanh((x - center) / width)) / 2.
+
+    Returns a function of an array of positions, numpy or torch (for
+    :class:`StateDependentGaussian` use ``lambda th: profile(th[:, 0])``)."""
+    if not (left > 0 and right > 0 and width > 0):
+        raise ValueError(f"need left > 0, right > 0 and width > 0, got {left}, {right}, {width}")
+
+    def sigma(x):
+        tanh = np.tanh if isinstance(x, np.ndarray) or np.isscalar(x) else torch.tanh
+        return right + (left - right) * 0.5 * (1 - tanh((x - center) / width))
+    return sigma

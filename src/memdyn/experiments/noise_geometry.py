@@ -29,7 +29,7 @@ from scipy.integrate import quad
 from ..claims import claim
 from ..landscapes import DoubleWell
 from ..ldp import GMAM_ACCURACY, fw_energies, transition_costs
-from ..noise import StateDependentGaussian
+from ..noise import StateDependentGaussian, tanh_step
 from .base import ConfigError, Context, Experiment, ExperimentConfig, Figure, Outcome
 from .occupation import double_well_extrapolation, plot_log_ratio, right_occupation
 
@@ -52,12 +52,7 @@ class NoiseGeometryConfig(ExperimentConfig):
 
 
 def _profile(cfg):
-    sl, sr, w, s = cfg.sigma_left, cfg.sigma_right, cfg.width, cfg.saddle
-
-    def sigma(x):
-        lib = np if isinstance(x, np.ndarray) or np.isscalar(x) else __import__("torch")
-        return sr + (sl - sr) * 0.5 * (1 - lib.tanh((x - s) / w))
-    return sigma
+    return tanh_step(cfg.sigma_left, cfg.sigma_right, cfg.saddle, cfg.width)
 
 
 class NoiseGeometry(Experiment):

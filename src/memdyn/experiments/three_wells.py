@@ -25,7 +25,7 @@ from scipy.integrate import quad
 from ..claims import claim
 from ..landscapes import MultiWell
 from ..ldp import GMAM_ACCURACY, fw_energies, transition_costs
-from ..noise import StateDependentGaussian
+from ..noise import StateDependentGaussian, tanh_step
 from .base import ConfigError, Context, Experiment, ExperimentConfig, Figure, Outcome
 from .occupation import extrapolation_claims, log_ratio, sde_log_occupations, well_occupation
 
@@ -59,12 +59,7 @@ class ThreeWells(Experiment):
         return MultiWell(cfg.points, cfg.scale)
 
     def sigma(self, cfg):
-        sl, sr, w, c0 = cfg.sigma_left, cfg.sigma_right, cfg.width, cfg.center
-
-        def sigma(x):
-            lib = np if isinstance(x, np.ndarray) or np.isscalar(x) else __import__("torch")
-            return sr + (sl - sr) * 0.5 * (1 - lib.tanh((x - c0) / w))
-        return sigma
+        return tanh_step(cfg.sigma_left, cfg.sigma_right, cfg.center, cfg.width)
 
     def exact_costs(self, cfg) -> np.ndarray:
         """B_ij between neighbouring minima by quadrature of 2 F' / sigma^2 (inf otherwise)."""
