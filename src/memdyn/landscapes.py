@@ -179,6 +179,17 @@ class _Line(Landscape):
 
     dim = fast_dim = 1
 
+    def value(self, theta):
+        _check_theta(theta, 1)
+        return self.f(theta[:, 0])
+
+    def grad(self, theta):
+        _check_theta(theta, 1)
+        return self.df(theta)
+
+    def hessian(self, theta):
+        return np.array([[float(self.d2f(float(np.asarray(theta).ravel()[0])))]])
+
 
 class DoubleWell(_Line):
     """Asymmetric 1-D double well with exactly placed critical points.
