@@ -86,12 +86,11 @@ class Gibbs(Experiment):
         import torch
 
         well = self.well(cfg)
-        deep = well.left if well.delta_f > 0 else well.right
         sigma, dF = cfg.sigma, well.delta_f
         target = -2 * dF / sigma**2
         rows, claims = [], []
         for a in self.grid(cfg):
-            row = right_occupation(well, sigma, Gaussian(sigma), float(a), cfg.chains, cfg.mix, cfg.events, deep, ctx,
+            row = right_occupation(well, sigma, Gaussian(sigma), float(a), cfg.chains, cfg.mix, cfg.events, ctx,
                                    getattr(torch, cfg.dtype), f"a={a:.6g}")
             rows.append({**row, "temperature": a * sigma**2 / 2})
             claims.append(claim(f"right-well occupation at a={a:.4g}", row["p_right_exact"], row["p_right"],

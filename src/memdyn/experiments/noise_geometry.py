@@ -117,7 +117,7 @@ class NoiseGeometry(Experiment):
         noise = StateDependentGaussian(lambda th: sig(th[:, 0]))
         rows = []
         for a in self.grid(cfg):
-            row = right_occupation(well, sig, noise, float(a), cfg.chains, cfg.mix, cfg.events, well.left, ctx,
+            row = right_occupation(well, sig, noise, float(a), cfg.chains, cfg.mix, cfg.events, ctx,
                                    getattr(torch, cfg.dtype), f"a={a:.6g}")
             rows.append({**row, "barrier_over_step": min(vl, vr) / a})
             claims.append(claim(f"shallow-well occupation at a={a:.4g}", row["p_right_exact"], row["p_right"],

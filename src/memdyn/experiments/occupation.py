@@ -1,12 +1,13 @@
-"""Long-run occupation of a 1-D double well over a step grid: the measurement and claims shared
-by the ``gibbs`` and ``noise-geometry`` experiments (a helper, not an experiment).
+"""Long-run occupation of the basins of a 1-D multi-well loss over a step grid: the measurement
+and claims shared by the ``gibbs``, ``noise-geometry`` and ``three-wells`` experiments (a helper,
+not an experiment).
 
-For each step a, the occupation of the right basin {x >= saddle} is measured from many independent
-chains and computed exactly from the transfer operator of the discrete chain
+For each step a, the occupation of each basin is measured from many independent chains and
+computed exactly from the transfer operator of the discrete chain
 (:func:`memdyn.reference.stationary_1d`). The claims:
 
 * per step: measured occupation vs the exact discrete chain (statistical);
-* the line fit of a ln(p / (1 - p)) against a, extrapolated to a = 0, vs the same fit through the
+* the line fit of a ln(p_i / p_j) against a, extrapolated to a = 0, vs the same fit through the
   exact discrete values (statistical: both see the same grid, so the prediction is exact);
 * the a -> 0 limit (deterministic): the discrete chain tends to the SDE
   dX = -F'(X) dt + sqrt(a) sigma(X) dW, whose stationary law is a quadrature
@@ -35,15 +36,18 @@ __all__ = ["well_occupation", "log_ratio", "right_occupation", "sde_log_occupati
            "double_well_extrapolation", "plot_log_ratio", "MAX_CHAIN_STEPS"]
 
 MAX_CHAIN_STEPS = 6e9  # refuse configurations that would run for hours
+BURN_IN = 8.0  # mixing times; with 5, the transient from a start in the rarer basin was ~1 se at 4x the chains
 
 
-def well_occupation(land, sigma, noise, a: float, saddles, minima, chains: int, mix: float, events: int, start: float,
+def well_occupation(land, sigma, noise, a: float, saddles, minima, chains: int, mix: float, events: int,
                     ctx: Context, dtype, key: str) -> dict:
     """Occupation of the basins of a 1-D multi-well loss (cut at ``saddles``) by constant-step SGD
     at step ``a``: measured and exact.
 
-    Measured from ``chains`` independent chains started at ``start`` after 5 mixing times of
-    burn-in (residual relative bias <= e^-5 / window), averaged over a window of ``mix`` mixing
+    Measured from ``chains`` independent chains started at the minimum of the basin the exact law
+    occupies most, after BURN_IN mixing times of burn-in (the initial deficit of the other basins,
+    at most 1 - p_max, decays as exp(-t / t_mix): the residual bias of an occupation is at most
+    (1 - p_max) e^-BURN_IN / window, below 1e-4 of it), averaged over a window of ``mix`` mixing
     times, lengthened when needed so that the chains together are expected to enter the rarest
     basin at least ``events`` times (a two-state chain with mixing time t enters a basin of
     probability p at rate p (1 - p) / t). With fewer entries the per-chain fractions are too
@@ -66,7 +70,8 @@ def well_occupation(land, sigma, noise, a: float, saddles, minima, chains: int, 
     K = edges.size - 1
     exact = np.array([pi[(x >= edges[i]) & (x < edges[i + 1])].sum() for i in range(K)])
     window = max(mix, events / (chains * float(np.min(exact * (1 - exact)))))
-    burn = int(math.ceil(5 * tmix))
+    burn = int(math.ceil(BURN_IN * tmix))
+    start = float(np.asarray(minima, dtype=np.float64)[int(np.argmax(exact))])
     n_steps = burn + int(math.ceil(window * tmix))
     if n_steps * chains > MAX_CHAIN_STEPS:
         raise ConfigError(f"{ctx.experiment}: at step {a:g} the chain mixes in {tmix:.3g} steps and the rarest basin "
@@ -97,12 +102,12 @@ def log_ratio(occ: dict, i: int, j: int, a: float) -> tuple[float, float, float]
     return a * math.log(p[i] / p[j]), a * math.sqrt(max(var, 0.0)), a * math.log(e[i] / e[j])
 
 
-def right_occupation(well, sigma, noise, a: float, chains: int, mix: float, events: int, start: float, ctx: Context,
-                     dtype, key: str) -> dict:
+def right_occupation(well, sigma, noise, a: float, chains: int, mix: float, events: int, ctx: Context, dtype,
+                     key: str) -> dict:
     """:func:`well_occupation` of a double well, as one table row: the right basin {x >= saddle}
     (p_right, se, exact) and a ln(p_right / p_left) (+ se, exact)."""
-    occ = well_occupation(well, sigma, noise, a, [well.saddle], [well.left, well.right], chains, mix, events, start,
-                          ctx, dtype, key)
+    occ = well_occupation(well, sigma, noise, a, [well.saddle], [well.left, well.right], chains, mix, events, ctx,
+                          dtype, key)
     y, y_se, y_ex = log_ratio(occ, 1, 0, a)
     return {"step": a, "mixing_steps": occ["mixing_steps"], "window_mixing_times": occ["window_mixing_times"],
             "n_steps": occ["n_steps"], "p_right": float(occ["p"][1]), "p_right_se": math.sqrt(occ["cov"][1, 1]),

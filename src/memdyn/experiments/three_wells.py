@@ -117,8 +117,8 @@ class ThreeWells(Experiment):
         rows, occs = [], []
         others = [i for i in range(3) if i != pick]
         for a in self.grid(cfg):
-            occ = well_occupation(m, sig, noise, float(a), sads, mins, cfg.chains, cfg.mix, cfg.events, mins[deepest],
-                                  ctx, getattr(torch, cfg.dtype), f"a={a:.6g}")
+            occ = well_occupation(m, sig, noise, float(a), sads, mins, cfg.chains, cfg.mix, cfg.events, ctx,
+                                  getattr(torch, cfg.dtype), f"a={a:.6g}")
             occs.append(occ)
             row = {"step": a, "mixing_steps": occ["mixing_steps"], "n_steps": occ["n_steps"],
                    "barrier_over_step": float(Bx[np.isfinite(Bx) & (Bx > 0)].min()) / a}
