@@ -45,8 +45,8 @@ class GibbsConfig(ExperimentConfig):
         "[T_max/2, T_max], T_max = min(V_shallow/1.5, |dF|/3)"))
     chains: int = Field(10000, ge=100, le=10**6, description="independent chains per step size")
     mix: float = Field(15.0, ge=2, le=1000, description=(
-        "least averaging window per chain, in mixing times of the exact discrete chain (after 5 mixing times of "
-        "burn-in from the deeper well)"))
+        "least averaging window per chain, in mixing times of the exact discrete chain (after 8 mixing times of "
+        "burn-in from the most occupied well)"))
     events: int = Field(400, ge=50, le=10**6, description=(
         "least expected number of entries into the rarer well over all chains (the window is lengthened to reach "
         "it; fewer events make the standard error of a rare occupation untrustworthy)"))
