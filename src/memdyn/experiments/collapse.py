@@ -19,7 +19,7 @@ from matplotlib.figure import Figure as MplFigure
 from pydantic import Field
 
 from ..claims import claim
-from ..stats import mean_se
+from ..stats import binomial_se, mean_se
 from ..collapse import exact_fit, initial_counts, wright_fisher_chain
 from .base import ConfigError, Context, Experiment, ExperimentConfig, ExperimentError, Figure, Outcome
 
@@ -74,7 +74,7 @@ class Collapse(Experiment):
             frac = np.bincount(c["atom"], minlength=K) / R
             for i in range(K):
                 claims.append(claim(f"P(collapse onto point {i}), N={N}", mu0[i], frac[i],
-                                    math.sqrt(frac[i] * (1 - frac[i]) / R) or 1 / R,
+                                    binomial_se(frac[i], R),
                                     detail="= its initial weight mu_0(i) (martingale)"))
             H0 = 1 - float(np.sum(mu0**2))
             for g in sorted({max(1, N // 2), N, 2 * N}):
