@@ -173,8 +173,8 @@ class Quasipotential(Experiment):
         # Maier-Stein at a non-gradient beta: the two solvers against each other
         def ms():
             b = maier_stein(cfg.beta)
-            path = min_action_path(b, [-1, 0], [0, 0], init=[[-0.5, 0.4]], n_points=cfg.points[-1])
-            axis = min_action_path(b, [-1, 0], [0, 0], n_points=cfg.points[-1])
+            path = min_action_path(b, [-1, 0], [0, 0], n_points=cfg.points[-1])  # the bent starts leave the axis
+            axis = min_action_path(b, [-1, 0], [0, 0], n_points=cfg.points[-1], starts=1)  # stays on the axis: 1/2
             qp = quasipotential_grid(b, [-1, 0], [(-2.0, 0.5), (-1.25, 1.25)], cfg.meshes[-1])
             return {"path": path.path, "action": np.array(path.action), "axis_action": np.array(axis.action),
                     "V": qp.V, "x": qp.x, "y": qp.y, "grid_saddle": np.array(float(qp([[0.0, 0.0]])[0]))}
