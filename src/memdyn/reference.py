@@ -187,6 +187,15 @@ def stationary_1d(landscape, sigma, step: float, lo: float, hi: float, n: int | 
     return 0.5 * (edges[1:] + edges[:-1]), pi, float(-1.0 / np.log(second))
 
 
+def _rise_left(landscape, x0: float, rise: float, n: int) -> float:
+    """The last point left of the lowest minimum on [x0 - 50, x0] (n probes) where F exceeds that
+    minimum by ``rise``; x0 - 50 when there is none: the reflecting end of an exit-time problem."""
+    xs = np.linspace(x0 - 50, x0, n)
+    fx = landscape.value(torch.as_tensor(xs[:, None], dtype=torch.float64)).numpy()
+    above = np.flatnonzero(fx > fx.min() + rise)
+    return float(xs[above[-1]]) if above.size and above[-1] < np.argmin(fx) else x0 - 50
+
+
 def exit_time_1d(landscape, sigma, step: float, x0: float, boundary: float, lower: float | None = None,
                  n: int | None = None, *, variance: bool = False):
     """Exact mean exit time, in iterations, of 1-D constant-step SGD started at ``x0``.
@@ -217,11 +226,8 @@ def exit_time_1d(landscape, sigma, step: float, x0: float, boundary: float, lowe
     if not x0 < boundary:
         raise ValueError(f"need x0 < boundary, got x0={x0}, boundary={boundary}")
     if lower is None:
-        probe = np.linspace(x0 - 50, x0, 20001)
-        fx = landscape.value(torch.as_tensor(probe[:, None], dtype=torch.float64)).numpy()
-        sig = float(_sigma_on(sigma, probe[-2000:]).max())
-        above = np.flatnonzero(fx > fx.min() + 20 * step * sig**2)
-        lower = (probe[above[-1]] if above.size and above[-1] < np.argmin(fx) else x0 - 50) - 8 * step * sig
+        sig = float(_sigma_on(sigma, np.linspace(x0 - 50, x0, 20001)[-2000:]).max())
+        lower = _rise_left(landscape, x0, 20 * step * sig**2, 20001) - 8 * step * sig
     if not lower < x0:
         raise ValueError(f"need lower < x0, got lower={lower}, x0={x0}")
     if n is None:
@@ -257,10 +263,7 @@ def sde_exit_time_1d(landscape, sigma: float, step: float, x0: float, boundary: 
     D2 = step * sigma**2
     f = lambda x: landscape.value(torch.as_tensor(np.asarray(x, dtype=np.float64)[:, None])).numpy()  # noqa: E731
     if lower is None:
-        xs = np.linspace(x0 - 50, x0, 200001)
-        fx = f(xs)
-        above = np.flatnonzero(fx > fx.min() + 30 * D2)
-        lower = xs[above[-1]] if above.size and above[-1] < np.argmin(fx) else x0 - 50
+        lower = _rise_left(landscape, x0, 30 * D2, 200001)
     y = np.linspace(lower, boundary, n)
     h = y[1] - y[0]
     g = 2 * f(y) / D2
