@@ -15,6 +15,8 @@ Cases:
 * ``quasipotential_grid`` on the Maier-Stein system, box [-2, 0.5] x [-1.25, 1.25], meshes 128^2 to
   512^2, default update radius; the first call also compiles the numba kernel (cached on disk
   afterwards), timed separately. Error of V at the saddle against the exact/reference value.
+* ``quasipotential_grid`` on rotating linear drifts (|Im/Re| = 3 and 10) against V = |x|^2: error
+  against the update radius at n = 201, and against the mesh at the default radius.
 """
 
 from __future__ import annotations
@@ -82,6 +84,23 @@ def main():
             t = time.perf_counter() - t0
             v = float(qp([[0.0, 0.0]])[0])
             print(f"{beta:5g} {n:>4}x{n:<4} {qp.radius:6d} {t:8.2f} {v:10.6f} {abs(v / exact[beta] - 1):10.2e}")
+
+    print("\nquasipotential_grid, rotating b = A x, A = [[-1, -r], [r, -1]], D = I (V = |x|^2), box [-1, 1]^2;")
+    print("error = max |V - V_exact| / max V over V <= 0.9 (target at n = 201, r up to 10: 1%)")
+    print(f"{'r':>4} {'mesh':>5} {'radius':>12} {'seconds':>8} {'error':>9}")
+    for r in (3.0, 10.0):
+        A = np.array([[-1.0, -r], [r, -1.0]])
+        for n in (101, 201, 401):
+            for radius in ((6, 8, 12, 16, None) if n == 201 else (None,)):
+                t0 = time.perf_counter()
+                qp = quasipotential_grid(lambda z: z @ A.T, [0, 0], [(-1, 1), (-1, 1)], n, radius=radius)
+                t = time.perf_counter() - t0
+                X, Y = np.meshgrid(qp.x, qp.y, indexing="ij")
+                Vex = X**2 + Y**2
+                inside = Vex <= 0.9
+                err = np.abs(qp.V - Vex)[inside].max() / Vex[inside].max()
+                label = f"{qp.radius}" + (" (default)" if radius is None else "")
+                print(f"{r:4g} {n:5d} {label:>12} {t:8.2f} {err:9.2e}")
 
 
 if __name__ == "__main__":

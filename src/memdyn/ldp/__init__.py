@@ -23,6 +23,6 @@ from .mam import GMAM_ACCURACY, MinActionPath, geometric_action, min_action_path
 
 __all__ = ["FWEnergies", "TransitionCosts", "fw_energies", "predicted_occupation", "transition_costs", "ArrheniusFit", "arrhenius_fit", "gibbs_fit",
            "Field", "GMAM_ACCURACY", "MinActionPath", "min_action_path", "geometric_action"]
-from .olim import QuasiPotential, quasipotential_grid
+from .olim import QuasiPotential, characteristic_slope, quasipotential_grid
 
-__all__ += ["QuasiPotential", "quasipotential_grid"]
+__all__ += ["QuasiPotential", "characteristic_slope", "quasipotential_grid"]
