@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from memdyn import S1, BilinearCoupling, DoubleWell, DoubleWellND, LeastSquares, Modulated, Quadratic, TiltedWell
+from memdyn import (S1, BentDoubleWell, BilinearCoupling, DoubleWell, DoubleWellND, LeastSquares, Modulated, Quadratic,
+                    TiltedWell)
 
 
 def autograd(land, theta):
@@ -24,6 +25,7 @@ def all_landscapes():
     yield Quadratic(A @ A.T + np.eye(3), center=[0.1, -0.2, 0.3])
     yield DoubleWell(-1.0, 0.3, 2.0, 1.7)
     yield DoubleWellND(DoubleWell(-1, 0.2, 1), [1.0, 3.0])
+    yield BentDoubleWell(DoubleWell(-1, -0.3, 1), 2.5, 0.4)
     yield S1(Quadratic([[2.0]]), Quadratic([[0.0, 0.5], [0.5, 1.0]]), 0.1)
     yield S1(Quadratic(np.diag([1.0, 2.0])), BilinearCoupling([0.5, 1.0, 1.5], rng.standard_normal((2, 3))), 0.05)
     yield Modulated(TiltedWell(DoubleWell(-1, 0.1, 1)), Quadratic(np.eye(2)), [[1.0], [0.5]], 0.2)
@@ -59,6 +61,25 @@ def test_nd_double_well_critical_points_have_zero_gradient():
     g = land.grad(torch.as_tensor(np.stack([c.location for c in cps])))
     assert torch.all(g.abs() < 1e-14)
     assert [c.index for c in cps] == [0, 1, 0]
+
+
+def test_bent_double_well_is_non_separable_with_the_saddle_off_the_axes():
+    land = BentDoubleWell(DoubleWell(-1, 0.2, 1), 2.0, 0.25)
+    cps = land.critical_points()
+    assert [c.index for c in cps] == [0, 1, 0]
+    g = land.grad(torch.as_tensor(np.stack([c.location for c in cps])))
+    assert torch.all(g.abs() < 1e-14)
+    assert cps[1].location == pytest.approx([0.2, 0.25 * (1 - 0.04)])  # off both axes
+    H = land.hessian(cps[0].location)
+    assert abs(H[0, 1]) > 0.1  # not separable at the minimum
+    for c in cps:  # the analytic Hessian against autograd
+        f = lambda t: land.value(t[None])[0]  # noqa: E731
+        Ha = torch.autograd.functional.hessian(f, torch.as_tensor(c.location)).numpy()
+        np.testing.assert_allclose(land.hessian(c.location), Ha, atol=1e-12)
+    with pytest.raises(ValueError, match="minima must be at -1 and 1"):
+        BentDoubleWell(DoubleWell(-2, 0, 1))
+    with pytest.raises(ValueError, match="curvature"):
+        BentDoubleWell(DoubleWell(), 0.0)
 
 
 def test_s1_quadratic_hessian_and_equilibrium():

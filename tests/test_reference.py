@@ -63,3 +63,52 @@ def test_sde_stationary_law_is_gibbs_for_constant_noise():
     np.testing.assert_allclose(logp, gibbs, atol=1e-6)
     lo, hi = support_1d(w, sigma, a, [w.left, w.right])
     assert lo < -1 < 1 < hi
+
+
+def test_exit_time_2d_of_a_separable_valley_is_the_1d_chain():
+    # bend c = 0: F = W(x) + kappa y^2 / 2 and axis-aligned noise, so x alone is the 1-D chain
+    from memdyn import BentDoubleWell
+    from memdyn.reference import exit_time_2d
+
+    w, sigma = DoubleWell(-1, 0.2, 1), 2.6
+    a = 2 * w.barrier("left") / sigma**2 / 3.2
+    exact = exit_time_1d(w, sigma, a, -1.0, 1.0, lower=-1.9)
+    ext = exit_time_2d(BentDoubleWell(w, 2.0, 0.0), sigma, (1.0, 1.4), a, [-1.0, 0.0], 1.0, ((-1.9, 1.0), (-1.5, 1.5)))
+    assert abs(ext.value - exact) <= ext.bias  # the stated residual mesh bias covers the true error
+    assert ext.bias < 0.01 * exact
+    assert abs(ext.lower - exact) > abs(ext.value - exact)  # the extrapolation helps
+
+
+def test_transfer_operator_2d_is_stochastic_and_absorbs_at_the_right():
+    from memdyn import BentDoubleWell
+    from memdyn.reference import transfer_operator_2d
+
+    land = BentDoubleWell(DoubleWell(-1, 0.2, 1), 2.0, 0.3)
+    xe, ye = np.linspace(-1.8, 1.0, 61), np.linspace(-1.2, 1.2, 41)
+    P = transfer_operator_2d(land, 2.6, (1.0, 1.5), 0.04, xe, ye)
+    n = 60 * 40
+    assert P.shape == (n + 1, n + 1) and P[n, n] == 1.0
+    np.testing.assert_allclose(np.asarray(P.sum(axis=1)).ravel(), 1.0, atol=1e-12)
+    x = np.repeat(0.5 * (xe[1:] + xe[:-1]), 40)
+    out = P[:n, n].toarray().ravel()
+    assert out[x > 0.9].min() > out[x < -0.5].max()  # only the cells near x = 1 leak into the absorbing state
+    with pytest.raises(ValueError, match="mesh too coarse"):
+        transfer_operator_2d(land, 2.6, (1.0, 1.5), 0.01, xe, ye)
+    with pytest.raises(ValueError, match="scales"):
+        transfer_operator_2d(land, 2.6, (1.0, -1.0), 0.04, xe, ye)
+
+
+def test_sde_exit_time_2d_keeps_relative_accuracy_at_huge_times_and_converges_at_second_order():
+    # separable valley: the exit depends on x alone, whose SDE mean first-passage time is a quadrature
+    from memdyn import BentDoubleWell
+    from memdyn.reference import sde_exit_time_2d
+
+    w, sigma = DoubleWell(-1, 0.2, 1), 2.6
+    land = BentDoubleWell(w, 2.0, 0.0)
+    for ratio in (40.0, 120.0):  # mean exit times of about 1e20 and 1e55 steps
+        a = 2 * w.barrier("left") / sigma**2 / ratio
+        exact = sde_exit_time_1d(w, sigma, a, -1.0, 1.0)
+        errs = [sde_exit_time_2d(land, sigma, (1.0, 1.5), a, [-1.0, 0.0], 1.0, ((-1.6, 1.0), (-0.8, 0.8)), h) / exact - 1
+                for h in (0.02, 0.01)]
+        assert abs(errs[1]) < 3e-3
+        assert 3.0 < errs[0] / errs[1] < 5.0  # O(h^2)

@@ -8,6 +8,7 @@ from .dynamics import BLOCK, DivergenceError, Simulation, fast_equilibrium, fast
 from . import episodes, ldp, reference, stats
 from .episodes import Episodes, StreamingDetector, core_sets
 from .landscapes import (
+    BentDoubleWell,
     BilinearCoupling,
     CriticalPoint,
     DoubleWell,
@@ -28,7 +29,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BLOCK", "DivergenceError", "Simulation", "simulate", "fast_ode", "fast_equilibrium", "slow_ode",
-    "Landscape", "CriticalPoint", "Quadratic", "DoubleWell", "DoubleWellND", "S1", "BilinearCoupling",
+    "Landscape", "CriticalPoint", "Quadratic", "DoubleWell", "DoubleWellND", "BentDoubleWell", "S1", "BilinearCoupling",
     "TiltedWell", "Modulated", "LeastSquares", "MultiWell",
     "Noise", "Gaussian", "StateDependentGaussian", "StudentT", "Minibatch", "s1_noise",
     "episodes", "ldp", "reference", "stats", "Episodes", "StreamingDetector", "core_sets",

@@ -352,6 +352,58 @@ class DoubleWellND(Landscape):
         return [self._critical(np.concatenate([[p], pad])) for p in (w.left, w.saddle, w.right)]
 
 
+class BentDoubleWell(Landscape):
+    """2-D double well along a bent valley: non-separable, with the saddle off the axes.
+
+    F(x, y) = W(x) + kappa/2 (y - g(x))^2, g(x) = c (1 - x^2), with W a :class:`DoubleWell` whose
+    minima are at x = -1 and x = 1 (so that g vanishes there). The valley floor y = g(x) bends
+    by c: minima at (-1, 0) and (1, 0), saddle at (s, c (1 - s^2)), and the Hessian at each
+    minimum, [[W'' + 4 c^2 kappa x^2, 2 c kappa x], [2 c kappa x, kappa]], is not diagonal.
+
+    Parameters
+    ----------
+    well : DoubleWell
+        W; its outer minima must be at -1 and 1.
+    curvature : float
+        kappa > 0, the curvature across the valley.
+    bend : float
+        c, the height of the valley floor above the x axis at x = 0.
+    """
+
+    dim = fast_dim = 2
+
+    def __init__(self, well: DoubleWell | None = None, curvature: float = 1.0, bend: float = 0.5):
+        self.well = well if well is not None else DoubleWell()
+        if not (abs(self.well.left + 1) < 1e-12 and abs(self.well.right - 1) < 1e-12):
+            raise ValueError(f"well minima must be at -1 and 1, got {self.well.left}, {self.well.right}")
+        if not curvature > 0:
+            raise ValueError(f"curvature must be > 0, got {curvature}")
+        self.kappa, self.c = float(curvature), float(bend)
+
+    def value(self, theta):
+        _check_theta(theta, self.dim)
+        x, y = theta[:, 0], theta[:, 1]
+        r = y - self.c * (1 - x * x)
+        return self.well.f(x) + 0.5 * self.kappa * r * r
+
+    def grad(self, theta):
+        _check_theta(theta, self.dim)
+        x, y = theta[:, 0], theta[:, 1]
+        r = self.kappa * (y - self.c * (1 - x * x))
+        return torch.stack([self.well.df(x) + 2 * self.c * x * r, r], dim=1)
+
+    def hessian(self, theta):
+        x, y = (float(v) for v in np.asarray(theta, dtype=np.float64).ravel()[:2])
+        r = y - self.c * (1 - x * x)
+        k, c = self.kappa, self.c
+        return np.array([[self.well.d2f(x) + 2 * c * k * r + 4 * c * c * k * x * x, 2 * c * k * x],
+                         [2 * c * k * x, k]])
+
+    def critical_points(self):
+        w = self.well
+        return [self._critical(np.array([p, self.c * (1 - p * p)])) for p in (w.left, w.saddle, w.right)]
+
+
 class BilinearCoupling(Landscape):
     """Weak part of an S1 loss with many slow coordinates: F1(x, y) = 1/2 sum_j l_j y_j^2 + x^T K y.
 
