@@ -5,7 +5,7 @@ The public API is re-exported here; everything else is private.
 
 from .collapse import exact_fit, gaussian_refit
 from .dynamics import BLOCK, DivergenceError, Simulation, fast_equilibrium, fast_ode, simulate, slow_ode
-from . import episodes, ldp, reference, stats
+from . import episodes, ldp, memorization, reference, stats
 from .episodes import Episodes, StreamingDetector, core_sets
 from .landscapes import (
     BentDoubleWell,
@@ -32,7 +32,7 @@ __all__ = [
     "Landscape", "CriticalPoint", "Quadratic", "DoubleWell", "DoubleWellND", "BentDoubleWell", "S1", "BilinearCoupling",
     "TiltedWell", "Modulated", "LeastSquares", "MultiWell",
     "Noise", "Gaussian", "StateDependentGaussian", "StudentT", "Minibatch", "s1_noise",
-    "episodes", "ldp", "reference", "stats", "Episodes", "StreamingDetector", "core_sets",
+    "episodes", "ldp", "memorization", "reference", "stats", "Episodes", "StreamingDetector", "core_sets",
     "MarkovChain", "gth_stationary", "exact_fit", "gaussian_refit",
     "Observer", "ExitTime", "Trace", "Moments", "Occupation", "FirstPassage", "intervals",
     "__version__",

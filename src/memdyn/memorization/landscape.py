@@ -1,0 +1,133 @@
+"""The memorizing landscape: minus the log-density of a model that is part generalizing, part
+memorizing.
+
+With training points s_1 .. s_n in R^D, their mean m and covariance C, a bandwidth h and a
+memorization weight c in [0, 1], the model's output density is the mixture
+
+    p_c(x) = (1 - c) N(x; m, C) + c (1/n) sum_i N(x; s_i, h^2 I),
+
+and the fast loss is F0(x; c) = -log p_c(x). Mixing densities (not energies) keeps the
+memorizing minima at the training points (within about r_0 |C^-1 (s_i - m)| h^2, r_0 the
+generalizing component's weight there: a small fraction of h) and the generalizing one near m,
+for every c in (0, 1):
+mixing energies linearly, (1 - c) U_gen + c U_mem, would drag the memorizing minima toward m,
+where the nearest-neighbour rule d1/d2 < 1/3 no longer fires. Its gradient is a responsibility-
+weighted pull, grad F0 = r_0 C^-1 (x - m) + sum_i r_i (x - s_i) / h^2, with r the posterior
+weights of the components at x (softmax of their log-weights), computed by log-sum-exp so that
+points far from every component (where p_c underflows) keep finite values and gradients.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from numpy.typing import ArrayLike
+
+from ..landscapes import Landscape, _check_theta
+
+__all__ = ["MemorizingLandscape"]
+
+#: chains x training points evaluated at once (bounds the temporary (chains, n) arrays to ~128 MB)
+BLOCK = 1 << 24
+
+
+class MemorizingLandscape(Landscape):
+    """F0(x; c) = -log((1 - c) N(x; m, C) + c (1/n) sum_i N(x; s_i, h^2 I)), batched over chains.
+
+    Parameters
+    ----------
+    train : array_like (n, D)
+        Training points s_i (finite, n >= 2); any array, e.g. images projected to a few dimensions.
+    bandwidth : float
+        h > 0, the width of the memorizing components (same units as ``train``).
+    c : float
+        Memorization weight in [0, 1] (0: a Gaussian model of the data; 1: the training set
+        itself, smoothed by h).
+    mean, cov : array_like, optional
+        m (D,) and C (D, D) of the generalizing component (default: the data's mean and
+        covariance, with C regularised by h^2 I so that it is positive definite).
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> S = np.array([[-1.0, 0.0], [1.0, 0.0], [0.0, 1.5]])
+    >>> F = MemorizingLandscape(S, bandwidth=0.1, c=0.5)
+    >>> g = F.grad(torch.tensor(S))  # a Newton step from each training point moves it by ~ |g| h^2
+    >>> bool(torch.all(g.abs() * 0.1**2 < 0.01 * 0.1))  # under 1% of the bandwidth: minima sit at the s_i
+    True
+    """
+
+    def __init__(self, train: ArrayLike, bandwidth: float, c: float, mean: ArrayLike | None = None,
+                 cov: ArrayLike | None = None):
+        S = np.asarray(train, dtype=np.float64)
+        if S.ndim != 2 or S.shape[0] < 2 or S.shape[1] < 1:
+            raise ValueError(f"train must be an array of shape (n >= 2, D >= 1), got shape {S.shape}")
+        if not np.all(np.isfinite(S)):
+            raise ValueError("train must be finite (found NaN or inf)")
+        if not (np.isfinite(bandwidth) and bandwidth > 0):
+            raise ValueError(f"bandwidth must be > 0, got {bandwidth}")
+        if not 0 <= c <= 1:
+            raise ValueError(f"c must be in [0, 1], got {c}")
+        self.train, self.h, self.c = S, float(bandwidth), float(c)
+        self.n, self.dim = S.shape
+        self.fast_dim = self.dim
+        self.mean = S.mean(axis=0) if mean is None else np.asarray(mean, dtype=np.float64).reshape(self.dim)
+        C = (np.cov(S.T).reshape(self.dim, self.dim) + self.h**2 * np.eye(self.dim)) if cov is None \
+            else np.asarray(cov, dtype=np.float64).reshape(self.dim, self.dim)
+        try:
+            L = np.linalg.cholesky(C)
+        except np.linalg.LinAlgError:
+            raise ValueError("cov must be symmetric positive definite") from None
+        self.cov, self.cov_inv = C, np.linalg.inv(C)
+        D = self.dim
+        # log-weights of the components, with their normalising constants
+        self.log_w0 = (math.log1p(-self.c) if self.c < 1 else -math.inf) - 0.5 * D * math.log(2 * math.pi) \
+            - float(np.sum(np.log(np.diag(L))))
+        self.log_wi = (math.log(self.c) if self.c > 0 else -math.inf) - math.log(self.n) \
+            - 0.5 * D * math.log(2 * math.pi * self.h**2)
+        self.sq_train = np.sum(S * S, axis=1)
+
+    # -- evaluation ----------------------------------------------------------------------------
+    def _blocks(self, theta: torch.Tensor):
+        step = max(1, BLOCK // self.n)
+        for k in range(0, theta.shape[0], step):
+            yield k, theta[k:k + step]
+
+    def _log_parts(self, x: torch.Tensor):
+        """Per-component log-weights at x: (chains,) generalizing, (chains, n) memorizing."""
+        S, sq = self._param("train", x), self._param("sq_train", x)
+        d2 = ((x * x).sum(1, keepdim=True) + sq[None, :] - 2.0 * (x @ S.T)).clamp_min_(0.0)
+        dm = x - self._param("mean", x)
+        q = ((dm @ self._param("cov_inv", x)) * dm).sum(1)
+        return self.log_w0 - 0.5 * q, self.log_wi - 0.5 * d2 / self.h**2
+
+    def value(self, theta: torch.Tensor) -> torch.Tensor:
+        _check_theta(theta, self.dim)
+        out = theta.new_empty(theta.shape[0])
+        for k, x in self._blocks(theta):
+            l0, li = self._log_parts(x)
+            out[k:k + x.shape[0]] = -torch.logsumexp(torch.cat([l0[:, None], li], 1), dim=1)
+        return out
+
+    def grad(self, theta: torch.Tensor) -> torch.Tensor:
+        _check_theta(theta, self.dim)
+        out = torch.empty_like(theta)
+        for k, x in self._blocks(theta):
+            l0, li = self._log_parts(x)
+            r = torch.softmax(torch.cat([l0[:, None], li], 1), dim=1)
+            r0, ri = r[:, :1], r[:, 1:]
+            g = r0 * ((x - self._param("mean", x)) @ self._param("cov_inv", x))
+            g += (ri.sum(1, keepdim=True) * x - ri @ self._param("train", x)) / self.h**2
+            out[k:k + x.shape[0]] = g
+        return out
+
+    def responsibilities(self, theta: torch.Tensor) -> torch.Tensor:
+        """Posterior weights of the components at theta: (chains, 1 + n), generalizing first."""
+        _check_theta(theta, self.dim)
+        l0, li = self._log_parts(theta)
+        return torch.softmax(torch.cat([l0[:, None], li], 1), dim=1)
+
+    def __repr__(self) -> str:
+        return f"MemorizingLandscape(n={self.n}, D={self.dim}, bandwidth={self.h:g}, c={self.c:g})"
