@@ -102,21 +102,7 @@ def transfer_operator_1d(landscape, sigma, step: float, edges: np.ndarray, *, ab
     if not np.all(np.isfinite(m)):
         raise ValueError("the drift map x - a F'(x) is not finite on the mesh")
     k = int(math.ceil(width * s.max() / float(np.min(np.diff(edges))))) + 1
-    centre = np.clip(np.searchsorted(edges, m) - 1, 0, n - 1)
-    cols = centre[:, None] + np.arange(-k, k + 1)[None, :]
-    valid = (cols >= 0) & (cols < n)
-    cols = np.clip(cols, 0, n - 1)
-    lo_e = edges[cols].copy()
-    hi_e = edges[cols + 1].copy()
-    lo_e[cols == 0] = -np.inf
-    if not absorb_above:
-        hi_e[cols == n - 1] = np.inf
-    z_hi = (hi_e - m[:, None]) / s[:, None]
-    z_lo = (lo_e - m[:, None]) / s[:, None]
-    # upper tail differences where both ends are far above the mean: no cancellation
-    upper = z_lo > 0
-    p = np.where(upper, ndtr(-z_lo) - ndtr(-z_hi), ndtr(z_hi) - ndtr(z_lo))
-    p = np.where(valid, np.maximum(p, 0.0), 0.0)
+    cols, p = _cell_masses(edges, m, s, k, open_above=absorb_above)
     rows = np.repeat(np.arange(n), cols.shape[1])
     vals, rr, cc = p.ravel(), rows, cols.ravel()
     size = n
@@ -304,12 +290,14 @@ def sde_stationary_1d(landscape, sigma, step: float, lo: float, hi: float, n: in
     return x, logp
 
 
-def _cell_masses(edges: np.ndarray, m: np.ndarray, s: float, k: int, open_above: bool):
-    """Gaussian N(m_i, s^2) masses of the cells centre(m_i) - k .. centre(m_i) + k between ``edges``
-    (cell 0 reaches to -inf, the last cell to +inf unless ``open_above``): (columns, masses)."""
+def _cell_masses(edges: np.ndarray, m: np.ndarray, s, k: int, open_above: bool):
+    """Gaussian N(m_i, s_i^2) masses of the cells centre(m_i) - k .. centre(m_i) + k between ``edges``
+    (cell 0 reaches to -inf, the last cell to +inf unless ``open_above``): (columns, masses). ``s`` is
+    a number or one value per row."""
     from scipy.special import ndtr
 
     n = edges.size - 1
+    s = np.broadcast_to(np.asarray(s, dtype=np.float64), m.shape)[:, None]
     centre = np.clip(np.searchsorted(edges, m) - 1, 0, n - 1)
     cols = centre[:, None] + np.arange(-k, k + 1)[None, :]
     valid = (cols >= 0) & (cols < n)
@@ -319,6 +307,7 @@ def _cell_masses(edges: np.ndarray, m: np.ndarray, s: float, k: int, open_above:
     if not open_above:
         hi_e[cols == n - 1] = np.inf
     z_hi, z_lo = (hi_e - m[:, None]) / s, (lo_e - m[:, None]) / s
+    # upper tail differences where both ends are far above the mean: no cancellation
     p = np.where(z_lo > 0, ndtr(-z_lo) - ndtr(-z_hi), ndtr(z_hi) - ndtr(z_lo))
     return cols, np.where(valid, np.maximum(p, 0.0), 0.0)
 
@@ -483,8 +472,8 @@ def sde_exit_time_2d(landscape, sigma: float, scales, step: float, start, bounda
     rate[:, :-1, 2] = up[:-1]
     rate[:, 1:, 3] = down[:-1]
     out = rate.sum(axis=2).ravel()
-    P[:, m + m] = rate[:, :, 0].ravel() / out  # i + 1 (the last row's goes to absorption below)
-    P[:, m - m] = rate[:, :, 1].ravel() / out
+    P[:, 2 * m] = rate[:, :, 0].ravel() / out  # i + 1 (the last row's goes to absorption below)
+    P[:, 0] = rate[:, :, 1].ravel() / out  # i - 1
     P[:, m + 1] = rate[:, :, 2].ravel() / out
     P[:, m - 1] = rate[:, :, 3].ravel() / out
     last = np.arange((nx - 1) * m, n)

@@ -34,6 +34,7 @@ simulated steps are shown in the figure for comparison (they differ from the dis
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -109,16 +110,9 @@ class ExitTimes(Experiment):
     def bent(self, cfg):
         """The 2-D landscape (the well mirrored so that the chain starts at (-1, 0) and exits at x >= 1),
         its barrier V = V(saddle; (-1, 0)) for the drift -grad F and diffusion sigma^2 diag(1, r^2) by
-        gMAM, and that minimum action path."""
-        from ..ldp import min_action_path
-
-        w = self.well(cfg)
-        ref = w if self.start(cfg) == "left" else DoubleWell(-1.0, -cfg.saddle, 1.0)
-        land = BentDoubleWell(ref, cfg.transverse_curvature, cfg.bend)
-        saddle = land.critical_points()[1].location
-        D = cfg.sigma**2 * np.diag([1.0, cfg.transverse_noise**2])
-        path = min_action_path(lambda x: -land.grad(x), [-1.0, 0.0], saddle, diffusion=D)
-        return land, float(path.action), path
+        gMAM, and that minimum action path (computed once per setting: ``check`` and ``run`` share it)."""
+        s = cfg.saddle if self.start(cfg) == "left" else -cfg.saddle
+        return _bent(s, cfg.transverse_curvature, cfg.bend, cfg.sigma, cfg.transverse_noise)
 
     @staticmethod
     def start(cfg) -> str:
@@ -263,6 +257,16 @@ class ExitTimes(Experiment):
         limit = pd.DataFrame({"step": fine, "sde_mean_exit": T, "a_log_aT": fine * np.log(fine * T)})
         return Outcome(claims, {"exits": tab, "arrhenius": fit_tab, "limit": limit, "sde_1d": sde},
                        [_figure(tab, sde, fits, barriers, land2, path2, claims)])
+
+
+@functools.lru_cache(maxsize=8)
+def _bent(saddle: float, kappa: float, bend: float, sigma: float, r: float):
+    from ..ldp import min_action_path
+
+    land = BentDoubleWell(DoubleWell(-1.0, saddle, 1.0), kappa, bend)
+    D = sigma**2 * np.diag([1.0, r**2])
+    path = min_action_path(lambda x: -land.grad(x), [-1.0, 0.0], land.critical_points()[1].location, diffusion=D)
+    return land, float(path.action), path
 
 
 SDE_MESH = 0.01  # mesh spacing of the 2-D SDE limit (and twice it, for the Richardson step)
