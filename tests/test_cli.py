@@ -40,6 +40,22 @@ def test_bad_input_exits_2_with_one_line(tmp_path, args, needle):
     assert "Traceback" not in out.stderr
 
 
+@pytest.mark.parametrize("args, needle", [
+    (["--set", "bandwidth=0"], "memorization.bandwidth=0"),
+    (["--set", "bandwidth=0.5"], "memorization.bandwidth=0.5"),
+    (["--set", "c=1.5"], "memorization.c=1.5"),
+    (["--set", "n_train=1"], "memorization.n_train=1"),
+    (["--set", "probes=500", "--set", "chains=100"], "memorization.probes=500"),
+    (["--set", "sigma=20"], "too high for exits within the budget"),
+    (["--set", "step=3e-3"], "memorization.step"),
+])
+def test_memorization_bad_input_exits_2_naming_the_key(tmp_path, args, needle):
+    out = memdyn("run", "memorization", "--quick", *args, "--out", "D", cwd=tmp_path)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], out.stderr
+
+
 def test_unknown_experiment(tmp_path):
     out = memdyn("run", "nosuch", cwd=tmp_path)
     assert out.returncode == 2 and "unknown experiment 'nosuch'" in out.stderr

@@ -16,6 +16,15 @@ def test_readme_python_examples_run(tmp_path, monkeypatch):
         exec(compile(block, "README.md", "exec"), ns)
 
 
+def test_memorization_page_example_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "docs/memorization.md").read_text(), re.S)
+    assert blocks
+    ns: dict = {}
+    for block in blocks:
+        exec(compile(block, "docs/memorization.md", "exec"), ns)
+
+
 def test_no_reference_outside_the_repository():
     files = [ROOT / "README.md", *ROOT.glob("docs/*.md"), *ROOT.glob("src/memdyn/**/*.py"), *ROOT.glob("tests/*.py"),
              *ROOT.glob("benchmarks/*.py")]

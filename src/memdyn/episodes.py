@@ -177,7 +177,7 @@ class StreamingDetector:
 
     def update(self, labels) -> Episodes | None:
         """Add one observation; returns the episodes that this observation closed (or None)."""
-        lab = np.asarray(labels, dtype=np.int64).ravel()
+        lab = np.array(labels, dtype=np.int64).ravel()  # a copy: the caller may reuse its array
         if lab.size != self.n_chains:
             raise ValueError(f"expected {self.n_chains} labels, got {lab.size}")
         if lab.size and lab.min() < -1:

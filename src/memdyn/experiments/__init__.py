@@ -5,6 +5,7 @@ from .collapse import Collapse
 from .degeneration import Degeneration
 from .exit_times import ExitTimes
 from .gibbs import Gibbs
+from .memorization import Memorization
 from .noise_geometry import NoiseGeometry
 from .quasipotential import Quasipotential
 from .refit import Refit
@@ -14,6 +15,6 @@ from .timescales import Timescales
 #: every registered experiment, in the order of the default suite
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (Timescales(), Gibbs(), NoiseGeometry(), ThreeWells(), ExitTimes(),
                                                   Quasipotential(),
-                                                  Collapse(), Degeneration(), Refit())}
+                                                  Collapse(), Degeneration(), Refit(), Memorization())}
 
 __all__ = ["EXPERIMENTS", "ConfigError", "Context", "Experiment", "Outcome"]

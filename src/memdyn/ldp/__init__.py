@@ -8,6 +8,7 @@ Gibbs fits, and quasi-potential solvers.
   state-dependent diffusion.
 * :func:`quasipotential_grid`: the quasi-potential of an attractor on a 2-D mesh by an ordered
   line-integral (Dijkstra-like) sweep.
+* :func:`minimum_energy_path`: the saddle between two minima of a gradient system (string method).
 * :func:`arrhenius_fit`, :func:`gibbs_fit`: the exit-time and long-run law fits (exact finite-step
   values to check them against are in :mod:`memdyn.reference`).
 
@@ -25,4 +26,6 @@ __all__ = ["FWEnergies", "TransitionCosts", "fw_energies", "predicted_occupation
            "Field", "GMAM_ACCURACY", "MinActionPath", "min_action_path", "geometric_action"]
 from .olim import QuasiPotential, characteristic_slope, quasipotential_grid
 
-__all__ += ["QuasiPotential", "characteristic_slope", "quasipotential_grid"]
+from .string import EnergyPath, minimum_energy_path
+
+__all__ += ["QuasiPotential", "characteristic_slope", "quasipotential_grid", "EnergyPath", "minimum_energy_path"]

@@ -27,7 +27,7 @@ from numpy.typing import ArrayLike
 
 from ..landscapes import Landscape, _check_theta
 
-__all__ = ["MemorizingLandscape"]
+__all__ = ["MemorizingLandscape", "ModulatedMemorizingLandscape"]
 
 #: chains x training points evaluated at once (bounds the temporary (chains, n) arrays to ~128 MB)
 BLOCK = 1 << 24
@@ -82,11 +82,11 @@ class MemorizingLandscape(Landscape):
             raise ValueError("cov must be symmetric positive definite") from None
         self.cov, self.cov_inv = C, np.linalg.inv(C)
         D = self.dim
-        # log-weights of the components, with their normalising constants
-        self.log_w0 = (math.log1p(-self.c) if self.c < 1 else -math.inf) - 0.5 * D * math.log(2 * math.pi) \
-            - float(np.sum(np.log(np.diag(L))))
-        self.log_wi = (math.log(self.c) if self.c > 0 else -math.inf) - math.log(self.n) \
-            - 0.5 * D * math.log(2 * math.pi * self.h**2)
+        # normalising constants of the components' log-densities (the weights log(1 - c), log(c / n) added apart)
+        self.log_norm0 = -0.5 * D * math.log(2 * math.pi) - float(np.sum(np.log(np.diag(L))))
+        self.log_normi = -math.log(self.n) - 0.5 * D * math.log(2 * math.pi * self.h**2)
+        self.log_w0 = (math.log1p(-self.c) if self.c < 1 else -math.inf) + self.log_norm0
+        self.log_wi = (math.log(self.c) if self.c > 0 else -math.inf) + self.log_normi
         self.sq_train = np.sum(S * S, axis=1)
 
     # -- evaluation ----------------------------------------------------------------------------
@@ -95,33 +95,47 @@ class MemorizingLandscape(Landscape):
         for k in range(0, theta.shape[0], step):
             yield k, theta[k:k + step]
 
-    def _log_parts(self, x: torch.Tensor):
-        """Per-component log-weights at x: (chains,) generalizing, (chains, n) memorizing."""
+    def _log_parts(self, x: torch.Tensor, c: torch.Tensor | None = None):
+        """Per-component log-weights at x: (chains,) generalizing, (chains, n) memorizing; ``c``
+        (chains,) overrides the memorization weight chain by chain."""
         S, sq = self._param("train", x), self._param("sq_train", x)
         d2 = ((x * x).sum(1, keepdim=True) + sq[None, :] - 2.0 * (x @ S.T)).clamp_min_(0.0)
         dm = x - self._param("mean", x)
         q = ((dm @ self._param("cov_inv", x)) * dm).sum(1)
-        return self.log_w0 - 0.5 * q, self.log_wi - 0.5 * d2 / self.h**2
+        if c is None:
+            return self.log_w0 - 0.5 * q, self.log_wi - 0.5 * d2 / self.h**2
+        return (torch.log1p(-c) + self.log_norm0 - 0.5 * q,
+                (torch.log(c) + self.log_normi)[:, None] - 0.5 * d2 / self.h**2)
 
     def value(self, theta: torch.Tensor) -> torch.Tensor:
         _check_theta(theta, self.dim)
-        out = theta.new_empty(theta.shape[0])
-        for k, x in self._blocks(theta):
-            l0, li = self._log_parts(x)
-            out[k:k + x.shape[0]] = -torch.logsumexp(torch.cat([l0[:, None], li], 1), dim=1)
-        return out
+        return self._value(theta)
 
     def grad(self, theta: torch.Tensor) -> torch.Tensor:
         _check_theta(theta, self.dim)
+        return self._grad(theta)
+
+    def _value(self, theta: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        out = theta.new_empty(theta.shape[0])
+        for k, x in self._blocks(theta):
+            l0, li = self._log_parts(x, None if c is None else c[k:k + x.shape[0]])
+            out[k:k + x.shape[0]] = -torch.logsumexp(torch.cat([l0[:, None], li], 1), dim=1)
+        return out
+
+    def _grad(self, theta: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         out = torch.empty_like(theta)
         for k, x in self._blocks(theta):
-            l0, li = self._log_parts(x)
+            l0, li = self._log_parts(x, None if c is None else c[k:k + x.shape[0]])
             r = torch.softmax(torch.cat([l0[:, None], li], 1), dim=1)
             r0, ri = r[:, :1], r[:, 1:]
             g = r0 * ((x - self._param("mean", x)) @ self._param("cov_inv", x))
             g += (ri.sum(1, keepdim=True) * x - ri @ self._param("train", x)) / self.h**2
             out[k:k + x.shape[0]] = g
         return out
+
+    def at(self, c: float) -> "MemorizingLandscape":
+        """The same model at another memorization weight c (same data, bandwidth, mean, cov)."""
+        return MemorizingLandscape(self.train, self.h, c, self.mean, self.cov)
 
     def responsibilities(self, theta: torch.Tensor) -> torch.Tensor:
         """Posterior weights of the components at theta: (chains, 1 + n), generalizing first."""
@@ -131,3 +145,71 @@ class MemorizingLandscape(Landscape):
 
     def __repr__(self) -> str:
         return f"MemorizingLandscape(n={self.n}, D={self.dim}, bandwidth={self.h:g}, c={self.c:g})"
+
+
+class ModulatedMemorizingLandscape(Landscape):
+    """The memorization model with a slow variable: theta = (x, y), x in R^D a probe's output,
+    y a scalar capacity that moves the memorization weight,
+
+        c(y) = c_lo + (c_hi - c_lo) clip(y, 0, 1),
+        F(x, y) = F0(x; c(y)) + eps (y - y_target)^2 / 2.
+
+    The field the engine follows is (grad_x F0(x; c(y)), eps (y - y_target)): y is driven by its own
+    loss with weight eps and relaxes to y_target at rate a eps per step,
+    y_k = y_target + (y_0 - y_target)(1 - a eps)^k (with no noise on y). The pull of one probe on
+    the shared capacity, c'(y) dF0/dc, is left out (modelling choice: the capacity belongs to the
+    whole model, and one probe's share of its gradient vanishes as the number of probes grows).
+
+    Parameters
+    ----------
+    base : MemorizingLandscape
+        Data, bandwidth, mean and covariance (its own c is not used).
+    c_lo, c_hi : float
+        c at y = 0 and y = 1 (0 < c_lo, c_hi < 1).
+    eps : float
+        Weight of the slow loss (> 0).
+    y_target : float
+        Minimum of the slow loss.
+    """
+
+    def __init__(self, base: MemorizingLandscape, c_lo: float, c_hi: float, eps: float, y_target: float):
+        for name, v in (("c_lo", c_lo), ("c_hi", c_hi)):
+            if not 0 < v < 1:
+                raise ValueError(f"{name} must be in (0, 1), got {v}")
+        if not (np.isfinite(eps) and eps > 0):
+            raise ValueError(f"eps must be > 0, got {eps}")
+        if not np.isfinite(y_target):
+            raise ValueError(f"y_target must be finite, got {y_target}")
+        self.base, self.c_lo, self.c_hi = base, float(c_lo), float(c_hi)
+        self.eps, self.y_target = float(eps), float(y_target)
+        self.fast_dim = base.dim
+        self.dim = base.dim + 1
+
+    def c_of(self, y):
+        """c(y), for a number, an array or a tensor."""
+        lib = torch if isinstance(y, torch.Tensor) else np
+        return self.c_lo + (self.c_hi - self.c_lo) * lib.clip(y, 0.0, 1.0)
+
+    def y_of(self, c: float) -> float:
+        """The y at which c(y) = c (c between c_lo and c_hi)."""
+        return (c - self.c_lo) / (self.c_hi - self.c_lo)
+
+    def slow_path(self, y0: float, step: float, k) -> np.ndarray:
+        """y_k of the noise-free slow recursion y_{k+1} = y_k - a eps (y_k - y_target)."""
+        return self.y_target + (y0 - self.y_target) * (1 - step * self.eps) ** np.asarray(k, dtype=np.float64)
+
+    def value(self, theta):
+        _check_theta(theta, self.dim)
+        x, y = theta[:, :-1], theta[:, -1]
+        return self.base._value(x.contiguous(), self.c_of(y)) + 0.5 * self.eps * (y - self.y_target) ** 2
+
+    def grad(self, theta):
+        _check_theta(theta, self.dim)
+        out = torch.empty_like(theta)
+        out[:, :-1] = self.base._grad(theta[:, :-1].contiguous(), self.c_of(theta[:, -1]))
+        out[:, -1] = self.eps * (theta[:, -1] - self.y_target)
+        return out
+
+    def __repr__(self) -> str:
+        return (f"ModulatedMemorizingLandscape({self.base!r}, c in [{self.c_lo:g}, {self.c_hi:g}], eps={self.eps:g}, "
+                f"y_target={self.y_target:g})")
