@@ -82,7 +82,8 @@ def test_quick_timescales_end_to_end_and_reproducible(tmp_path):
         df = pd.read_parquet(tmp_path / f"A/timescales/tables/{t}.parquet")
         assert len(df) and not df.isna().any().any()
     html = (tmp_path / "A/report.html").read_text()
-    assert html.count("data:image/png;base64,") == 3 and html.index("Claims") < html.index("<figure>")
+    assert html.count("data:image/png;base64,") == 3
+    assert html.index("<b>Prediction.</b>") < html.index("<figure>") < html.index("<table>")  # a walk: claim, figure, verdicts
     cfg = json.loads((tmp_path / "A/config.json").read_text())
     assert cfg["experiments"]["timescales"]["step"] == 0.08
     # same seed, new directory: identical measurements

@@ -43,7 +43,8 @@ import torch
 from .stats import Extrapolation
 
 __all__ = ["transfer_operator_1d", "stationary_1d", "exit_time_1d", "sde_exit_time_1d", "sde_stationary_1d", "support_1d",
-           "transfer_operator_2d", "exit_time_2d", "sde_exit_time_2d", "QuasiStationaryExit", "quasi_stationary_exit_2d"]
+           "transfer_operator_2d", "exit_time_2d", "sde_exit_time_2d", "QuasiStationaryExit", "quasi_stationary_exit_2d",
+           "survival_2d"]
 
 #: default mesh: cells per kernel width a * sigma_min
 CELLS_PER_KICK = 48
@@ -517,8 +518,8 @@ class QuasiStationaryExit:
 
 
 def quasi_stationary_exit_2d(landscape, sigma: float, step: float, transient, box,
-                             cells_per_kick=CELLS_PER_KICK_2D, width: float = 6.0, subcells: int = 4
-                             ) -> QuasiStationaryExit:
+                             cells_per_kick=CELLS_PER_KICK_2D, width: float = 6.0, subcells: int = 4,
+                             deterministic=None) -> QuasiStationaryExit:
     """Exact exit rate of 2-D constant-step SGD from a set, started from its quasi-stationary law.
 
     The chain theta' = theta - a grad F(theta) - a sigma z (isotropic Gaussian noise) is killed
@@ -536,6 +537,11 @@ def quasi_stationary_exit_2d(landscape, sigma: float, step: float, transient, bo
     ----------
     transient : callable
         ``transient(points)`` for points (n, 2) returns a boolean array: inside the set.
+    deterministic : (float, callable), optional
+        (p, g): with probability p the step is theta' = theta - a g(theta) with no noise instead
+        of the Gaussian step (g maps (n, 2) points to (n, 2) gradients; the image is spread over
+        the four nearest cell centres with bilinear weights). This is the generated-data chain of
+        :class:`memdyn.memorization.GeneratedData` with p = 1 - alpha.
     box : ((x_lo, x_hi), (y_lo, y_hi))
         The set is cut to this rectangle: where it reaches beyond the box, the chain is killed at
         the box's edge, so choose a box that the chain practically never leaves before exiting.
@@ -559,32 +565,110 @@ def quasi_stationary_exit_2d(landscape, sigma: float, step: float, transient, bo
     s = step * sigma
     hs, rates, counts, mixing = [], [], [], 0.0
     for c in cells:
-        nx, ny = int(math.ceil(c * (x_hi - x_lo) / s)), int(math.ceil(c * (y_hi - y_lo) / s))
-        xe, ye = np.linspace(x_lo, x_hi, nx + 1), np.linspace(y_lo, y_hi, ny + 1)
-        u = (np.arange(subcells) + 0.5) / subcells
-        px = (xe[:-1, None] + np.diff(xe)[:, None] * u[None, :]).ravel()
-        py = (ye[:-1, None] + np.diff(ye)[:, None] * u[None, :]).ravel()
-        PX, PY = np.meshgrid(px, py, indexing="ij")
-        inside = np.asarray(transient(np.stack([PX.ravel(), PY.ravel()], 1)), dtype=bool)
-        frac = inside.reshape(nx, subcells, ny, subcells).mean(axis=(1, 3)).ravel()
-        keep = np.flatnonzero(frac > 0)
-        X, Y = np.meshgrid(0.5 * (xe[1:] + xe[:-1]), 0.5 * (ye[1:] + ye[:-1]), indexing="ij")
-        theta = np.stack([X.ravel()[keep], Y.ravel()[keep]], 1)
-        m = theta - step * landscape.grad(torch.as_tensor(theta, dtype=torch.float64)).numpy()
-        kx, ky = (int(math.ceil(width * s / float(np.min(np.diff(e))))) + 1 for e in (xe, ye))
-        cx, pxm = _cell_masses(xe, m[:, 0], s, kx, open_above=True, open_below=True)
-        cy, pym = _cell_masses(ye, m[:, 1], s, ky, open_above=True, open_below=True)
-        col = (cx[:, :, None] * ny + cy[:, None, :]).reshape(len(keep), -1)
-        val = (pxm[:, :, None] * pym[:, None, :]).reshape(len(keep), -1) * frac[col]
-        index = np.full(nx * ny, -1)
-        index[keep] = np.arange(len(keep))
-        ok = (val > 1e-300) & (index[col] >= 0)
-        rows = np.broadcast_to(np.arange(len(keep))[:, None], col.shape)
-        Q = sp.csr_matrix((val[ok], (rows[ok], index[col][ok])), shape=(len(keep), len(keep)))
+        mesh = _KilledMesh(transient, box, c / s, subcells)
+        Q = mesh.operator(landscape, sigma, step, width, deterministic)
         w = eigs(Q.tocsc(), k=2, sigma=1.0, which="LM", return_eigenvectors=False)
         w = w[np.argsort(-np.abs(w))]
         rates.append(1.0 - float(w[0].real))
         mixing = float(abs(w[1]) / abs(w[0]))
         hs.append(1.0 / c**2)
-        counts.append(len(keep))
+        counts.append(mesh.n)
     return QuasiStationaryExit(extrapolate(hs, rates, degree=len(cells) - 1), mixing, counts)
+
+
+class _KilledMesh:
+    """Cells of a box (``per_unit`` cells per unit length) with the fraction of each covered by a set."""
+
+    def __init__(self, transient, box, per_unit: float, subcells: int):
+        (x_lo, x_hi), (y_lo, y_hi) = box
+        nx, ny = int(math.ceil(per_unit * (x_hi - x_lo))), int(math.ceil(per_unit * (y_hi - y_lo)))
+        self.xe, self.ye = np.linspace(x_lo, x_hi, nx + 1), np.linspace(y_lo, y_hi, ny + 1)
+        u = (np.arange(subcells) + 0.5) / subcells
+        px = (self.xe[:-1, None] + np.diff(self.xe)[:, None] * u[None, :]).ravel()
+        py = (self.ye[:-1, None] + np.diff(self.ye)[:, None] * u[None, :]).ravel()
+        PX, PY = np.meshgrid(px, py, indexing="ij")
+        inside = np.asarray(transient(np.stack([PX.ravel(), PY.ravel()], 1)), dtype=bool)
+        self.frac = inside.reshape(nx, subcells, ny, subcells).mean(axis=(1, 3)).ravel()
+        self.keep = np.flatnonzero(self.frac > 0)
+        self.n, self.nx, self.ny = len(self.keep), nx, ny
+        X, Y = np.meshgrid(0.5 * (self.xe[1:] + self.xe[:-1]), 0.5 * (self.ye[1:] + self.ye[:-1]), indexing="ij")
+        self.theta = np.stack([X.ravel()[self.keep], Y.ravel()[self.keep]], 1)
+        self.index = np.full(nx * ny, -1)
+        self.index[self.keep] = np.arange(self.n)
+
+    def operator(self, landscape, sigma: float, step: float, width: float, deterministic=None) -> sp.csr_matrix:
+        """The sub-stochastic transfer operator restricted to the set (see :func:`quasi_stationary_exit_2d`)."""
+        s, xe, ye, ny = step * sigma, self.xe, self.ye, self.ny
+        m = self.theta - step * landscape.grad(torch.as_tensor(self.theta, dtype=torch.float64)).numpy()
+        kx, ky = (int(math.ceil(width * s / float(np.min(np.diff(e))))) + 1 for e in (xe, ye))
+        cx, pxm = _cell_masses(xe, m[:, 0], s, kx, open_above=True, open_below=True)
+        cy, pym = _cell_masses(ye, m[:, 1], s, ky, open_above=True, open_below=True)
+        col = (cx[:, :, None] * ny + cy[:, None, :]).reshape(self.n, -1)
+        val = (pxm[:, :, None] * pym[:, None, :]).reshape(self.n, -1) * self.frac[col]
+        ok = (val > 1e-300) & (self.index[col] >= 0)
+        rows = np.broadcast_to(np.arange(self.n)[:, None], col.shape)
+        Q = sp.csr_matrix((val[ok], (rows[ok], self.index[col][ok])), shape=(self.n, self.n))
+        if deterministic is not None:
+            p_det, g = deterministic
+            img = self.theta - step * np.asarray(g(self.theta), dtype=np.float64)
+            Q = (1 - p_det) * Q + p_det * _bilinear(img, xe, ye, self.frac, self.index, self.n)
+        return Q
+
+    def start(self, point) -> np.ndarray:
+        """A row vector with unit mass on the four cell centres around ``point`` (bilinear)."""
+        return np.asarray(_bilinear(np.asarray(point, dtype=np.float64).reshape(1, 2), self.xe, self.ye,
+                                    np.ones_like(self.frac), self.index, self.n).todense()).ravel()  # (1, n) -> (n,)
+
+
+def survival_2d(landscapes, sigma: float, step: float, transient, box, start, path_weights,
+                cells_per_kick=CELLS_PER_KICK_2D, width: float = 6.0, subcells: int = 4) -> Extrapolation:
+    """Exact probability that 2-D constant-step SGD with a slowly changing landscape stays in a set.
+
+    The landscape at step k is a mixture of ``landscapes`` (a list F_0 .. F_{m-1}) through their
+    drift maps: the transfer operator at step k is Q_k = sum_j w_kj Q(F_j), w = ``path_weights``
+    (K, m), rows summing to one (piecewise-linear interpolation of the operator between grid
+    values of a slow parameter; its error is second order in the grid spacing). The chain starts
+    at ``start``; the result is sum(e_start Q_0 Q_1 ... Q_{K-1}), on meshes of ``cells_per_kick``
+    cells per kick, extrapolated in h^2 as in :func:`quasi_stationary_exit_2d`.
+    """
+    from .stats import extrapolate
+
+    W = np.asarray(path_weights, dtype=np.float64)
+    if W.ndim != 2 or W.shape[1] != len(landscapes) or not np.allclose(W.sum(axis=1), 1.0):
+        raise ValueError(f"path_weights must be (steps, {len(landscapes)}) with rows summing to 1, got {W.shape}")
+    s = step * sigma
+    hs, values = [], []
+    for c in sorted(float(v) for v in np.atleast_1d(cells_per_kick)):
+        mesh = _KilledMesh(transient, box, c / s, subcells)
+        Qs = [mesh.operator(F, sigma, step, width).T.tocsr() for F in landscapes]
+        v = mesh.start(start)
+        for w in W:
+            nz = np.flatnonzero(w)
+            v = sum(w[j] * (Qs[j] @ v) for j in nz)
+        values.append(float(v.sum()))
+        hs.append(1.0 / c**2)
+    return extrapolate(hs, values, degree=len(hs) - 1)
+
+
+def _bilinear(points: np.ndarray, xe: np.ndarray, ye: np.ndarray, frac: np.ndarray, index: np.ndarray, n: int):
+    """Rows that put the unit mass of each point on the four nearest cell centres (bilinear
+    weights), keeping the covered fraction of each cell and killing what falls outside the set."""
+    xc, yc = 0.5 * (xe[1:] + xe[:-1]), 0.5 * (ye[1:] + ye[:-1])
+    nx, ny = xc.size, yc.size
+    fx = np.clip((points[:, 0] - xc[0]) / (xc[1] - xc[0]), -1.0, nx)
+    fy = np.clip((points[:, 1] - yc[0]) / (yc[1] - yc[0]), -1.0, ny)
+    i0, j0 = np.floor(fx).astype(int), np.floor(fy).astype(int)
+    tx, ty = fx - i0, fy - j0
+    rows, cols, vals = [], [], []
+    for di, wx in ((0, 1 - tx), (1, tx)):
+        for dj, wy in ((0, 1 - ty), (1, ty)):
+            i, j = i0 + di, j0 + dj
+            ok = (i >= 0) & (i < nx) & (j >= 0) & (j < ny)
+            cell = np.where(ok, i * ny + j, 0)
+            w = np.where(ok, wx * wy * frac[cell], 0.0)
+            tgt = np.where(ok, index[cell], -1)
+            good = (tgt >= 0) & (w > 0)
+            rows.append(np.flatnonzero(good))
+            cols.append(tgt[good])
+            vals.append(w[good])
+    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(len(points), n))

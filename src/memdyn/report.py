@@ -32,6 +32,26 @@ def _num(x: float) -> str:
     return f"{x:.5g}"
 
 
+def _claims_table(claims: list) -> str:
+    rows = ["<table><tr><th class='name'>claim</th><th>predicted</th><th>measured</th><th>95% CI</th><th>z</th>"
+            "<th>systematic</th><th>accuracy</th><th>tolerance</th><th>verdict</th></tr>"]
+    for c in claims:
+        ok = "<span class='ok'>holds</span>" if c["holds"] else "<span class='bad'>fails</span>"
+        if c.get("flagged"):
+            ok += " <span class='bad'>misfit</span>"
+        tip = "; ".join(t for t in (c.get("detail", ""), c.get("systematic_source", ""), c.get("accuracy_source", ""))
+                        if t)
+        z = "" if c.get("z") is None else f"{c['z']:+.2f}"
+        rows.append(f"<tr><td class='name' title='{html.escape(tip)}'>{html.escape(c['name'])}</td>"
+                    f"<td>{_BOUND.get(c.get('side', 'both'), '')}{_num(c['predicted'])}</td><td>{_num(c['measured'])}</td>"
+                    f"<td>[{_num(c['ci_low'])}, {_num(c['ci_high'])}]</td><td>{z}</td>"
+                    f"<td>{_num(c.get('systematic', 0.0)) if c.get('systematic') else ''}</td>"
+                    f"<td>{_num(c.get('accuracy', 0.0)) if c.get('accuracy') else ''}</td><td>{_num(c['tolerance'])}</td>"
+                    f"<td>{ok}</td></tr>")
+    rows.append("</table>")
+    return "".join(rows)
+
+
 def write_report(run_dir) -> Path:
     """Write ``report.html`` in ``run_dir`` from its results.json files; return its path."""
     store = RunStore(run_dir)
@@ -49,41 +69,37 @@ def write_report(run_dir) -> Path:
              f"<span class='{'ok' if res['all_hold'] else 'bad'}'>{verdict}</span></p>"]
     for name, msg in res.get("errors", {}).items():
         parts.append(f"<p class='err'><b>{html.escape(name)}</b>: {html.escape(msg)}</p>")
-    parts.append("<h2>Claims</h2><p>Prediction of the theory beside the measurement; CI is the 95% confidence "
-                 "interval of the measurement. The tolerance is derived from the error budget: 4 standard errors of "
-                 "measured - predicted, plus a computed systematic bias (its source in the row's tooltip), plus the "
-                 "documented accuracy target of a deterministic solver; a claim holds when |measured - predicted| "
-                 "&le; tolerance. A predicted value marked &ge; or &le; is a one-sided bound. z is (measured - "
-                 "predicted) / se for statistical claims. <span class='bad'>misfit</span> marks a claim resting on a "
-                 "line fit inconsistent with a line (chi^2 p &lt; 0.001; its errors are inflated by the Birge ratio)."
-                 "</p>")
-    parts.append("<table><tr><th class='name'>experiment</th><th class='name'>claim</th><th>predicted</th>"
-                 "<th>measured</th><th>95% CI</th><th>z</th><th>systematic</th><th>accuracy</th><th>tolerance</th>"
-                 "<th>verdict</th></tr>")
+    parts.append("<p>The report walks through the theory in order. Each section states what the theory predicts, "
+                 "shows the figure, and lists its claims: the prediction beside the measurement, the measurement's 95% "
+                 "confidence interval, and a tolerance derived from the error budget (4 standard errors of measured - "
+                 "predicted, plus a computed systematic bias, its source in the row's tooltip, plus the documented "
+                 "accuracy of a deterministic solver). A claim holds when |measured - predicted| &le; tolerance; a "
+                 "predicted value marked &ge; or &le; is a one-sided bound; z = (measured - predicted) / se; "
+                 "<span class='bad'>misfit</span> marks a claim resting on a line fit inconsistent with a line "
+                 "(chi^2 p &lt; 0.001; its errors are inflated by the Birge ratio).</p>")
+    by_exp: dict[str, list] = {}
     for c in res["claims"]:
-        ok = "<span class='ok'>holds</span>" if c["holds"] else "<span class='bad'>fails</span>"
-        if c.get("flagged"):
-            ok += " <span class='bad'>misfit</span>"
-        tip = "; ".join(t for t in (c.get("detail", ""), c.get("systematic_source", ""), c.get("accuracy_source", ""))
-                        if t)
-        z = "" if c.get("z") is None else f"{c['z']:+.2f}"
-        parts.append(f"<tr><td class='name'>{html.escape(c['experiment'])}</td>"
-                     f"<td class='name' title='{html.escape(tip)}'>{html.escape(c['name'])}</td>"
-                     f"<td>{_BOUND.get(c.get('side', 'both'), '')}{_num(c['predicted'])}</td><td>{_num(c['measured'])}</td>"
-                     f"<td>[{_num(c['ci_low'])}, {_num(c['ci_high'])}]</td><td>{z}</td>"
-                     f"<td>{_num(c.get('systematic', 0.0)) if c.get('systematic') else ''}</td>"
-                     f"<td>{_num(c.get('accuracy', 0.0)) if c.get('accuracy') else ''}</td><td>{_num(c['tolerance'])}</td>"
-                     f"<td>{ok}</td></tr>")
-    parts.append("</table>")
+        by_exp.setdefault(c["experiment"], []).append(c)
+    section = None
     for name in res["experiments"]:
         exp = store.read_json(f"{name}/results.json")
         if exp is None:
             continue
-        parts.append(f"<h2>{html.escape(name)}</h2><p class='sub'>{exp['seconds']:.1f} s</p>")
+        if exp.get("section") and exp["section"] != section:
+            section = exp["section"]
+            parts.append(f"<h2>{html.escape(section)}</h2>")
+        claims = by_exp.get(name, [])
+        ok_n = sum(c["holds"] for c in claims)
+        tag = "ok" if ok_n == len(claims) else "bad"
+        parts.append(f"<h3>{html.escape(name)}</h3><p class='sub'>{exp['seconds']:.1f} s &middot; "
+                     f"<span class='{tag}'>{ok_n} of {len(claims)} claims hold</span></p>")
+        if exp.get("prediction"):
+            parts.append(f"<p><b>Prediction.</b> {html.escape(exp['prediction'])}</p>")
         for f in exp["figures"]:
             data = base64.b64encode(store.path(f["file"]).read_bytes()).decode()
             parts.append(f"<figure><img alt='{html.escape(f['file'])}' src='data:image/png;base64,{data}'>"
                          f"<figcaption>{html.escape(f['caption'])}</figcaption></figure>")
+        parts.append(_claims_table(claims))
     parts.append("<h2>Configuration</h2><pre>" + html.escape(json.dumps(cfg, indent=2)) + "</pre>")
     parts.append("<h2>Versions and timings</h2><pre>" +
                  html.escape(json.dumps({"versions": res["versions"], "seconds": res["timings"]}, indent=2)) +

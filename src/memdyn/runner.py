@@ -161,7 +161,8 @@ def run_suite(names: list[str], out: str | os.PathLike | None = None, *, quick: 
             err.unlink()
         store.write_json(f"{name}/results.json", {
             "experiment": name, "config": new[name], "code": code_hash(), "claims": claims, "figures": figures, "tables": tables,
-            "seconds": seconds, "summary": outcome.summary})
+            "seconds": seconds, "summary": outcome.summary, "section": EXPERIMENTS[name].section,
+            "prediction": EXPERIMENTS[name].prediction})
         n_ok = sum(c["holds"] for c in claims)
         _say(f"    done in {seconds:.1f} s: {n_ok}/{len(claims)} claims hold")
 

@@ -94,6 +94,9 @@ class Experiment:
 
     name: ClassVar[str]
     summary: ClassVar[str]
+    #: the part of the theory the experiment tests (report heading) and its prediction in one sentence
+    section: ClassVar[str] = ""
+    prediction: ClassVar[str] = ""
     Config: ClassVar[type[ExperimentConfig]]
     quick: ClassVar[dict] = {}
     sample_keys: ClassVar[tuple] = ()

@@ -39,6 +39,10 @@ def _diffusion_time(mu0: np.ndarray, N: int) -> float:
 
 class Collapse(Experiment):
     name = "collapse"
+    section = "3. Collapse in recursive training"
+    prediction = (
+        'Training only on its own samples (alpha = 0) a model collapses onto one training point, with the '
+        'Wright-Fisher laws of absorption, heterozygosity and collapse time.')
     summary = "exact-fit recursive training: collapse law, heterozygosity decay, collapse time vs exact chain"
     Config = CollapseConfig
     quick = {"replicates": 800, "n_large": 300}

@@ -54,6 +54,10 @@ def stationary_homozygosity(alpha: float, N: int, G: float) -> float:
 
 class Degeneration(Experiment):
     name = "degeneration"
+    section = "3. Collapse in recursive training"
+    prediction = (
+        'Fresh data (alpha > 0) prevents collapse; the stationary homozygosity is F* and near-collapsed '
+        'stretches recur.')
     summary = "fresh data (alpha > 0): no collapse; stationary homozygosity vs F*; time near a point mass vs N*alpha"
     Config = DegenerationConfig
     quick = {"replicates": 300, "relax": 15.0}

@@ -74,6 +74,10 @@ class ExitTimesConfig(ExperimentConfig):
 
 class ExitTimes(Experiment):
     name = "exit-times"
+    section = "2. Long-run law and exits"
+    prediction = (
+        'A metastable state is left after about exp(V/a) steps, V the quasi-potential barrier, and exits are '
+        'memoryless.')
     summary = ("exit times vs the exact discrete chain; Arrhenius slope; a->0 barrier and Eyring-Kramers prefactor; "
                "exponential law")
     Config = ExitTimesConfig

@@ -55,6 +55,10 @@ class GibbsConfig(ExperimentConfig):
 
 class Gibbs(Experiment):
     name = "gibbs"
+    section = "2. Long-run law and exits"
+    prediction = (
+        'The long-run law of constant-step SGD is the Gibbs law exp(-2F/(a sigma^2)) as a -> 0: a '
+        'ln(occupation ratio) tends to -2 dF / sigma^2.')
     summary = "a*ln(occupation ratio) of a double well over a step grid, extrapolated to a->0, vs -2 dF/sigma^2"
     Config = GibbsConfig
     quick = {"chains": 2000, "mix": 6.0, "events": 100}

@@ -57,6 +57,10 @@ def _profile(cfg):
 
 class NoiseGeometry(Experiment):
     name = "noise-geometry"
+    section = "2. Long-run law and exits"
+    prediction = (
+        'With state-dependent noise the most visited minimum is the one the Freidlin-Wentzell W-graph picks, '
+        'which need not be the deepest.')
     summary = "state-dependent noise: the W-graph energies pick the most visited minimum (the shallower one here)"
     Config = NoiseGeometryConfig
     quick = {"n_steps": 3, "chains": 800, "mix": 5.0, "events": 100}

@@ -135,6 +135,10 @@ def _order(sizes, errs) -> tuple[float, float]:
 
 class Quasipotential(Experiment):
     name = "quasipotential"
+    section = "2. Long-run law and exits"
+    prediction = (
+        'The quasi-potential solvers (minimum action paths and the ordered grid sweep) reproduce the closed '
+        'forms, with their orders of convergence.')
     summary = "gMAM and the ordered line-integral grid solver vs closed-form quasi-potentials; convergence orders"
     Config = QuasipotentialConfig
     quick = {"linear_systems": 2, "manufactured_systems": 1, "meshes": [48, 96, 192], "points": [100, 200, 400]}

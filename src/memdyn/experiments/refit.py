@@ -52,6 +52,9 @@ def accumulate_variance(M: int, G: int) -> np.ndarray:
 
 class Refit(Experiment):
     name = "refit"
+    section = "3. Collapse in recursive training"
+    prediction = (
+        'A Gaussian refit on its own samples loses variance as (1 - 1/M)^g; accumulating data keeps it.')
     summary = "Gaussian refit: E[s^2] = (1-1/M)^g, median ~ e^{-g/M}; accumulate keeps s; KDE and mixture refits"
     Config = RefitConfig
     quick = {"replicates": 1500, "generations": 100, "mixture_replicates": 64}

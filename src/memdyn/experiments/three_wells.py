@@ -50,6 +50,10 @@ class ThreeWellsConfig(ExperimentConfig):
 
 class ThreeWells(Experiment):
     name = "three-wells"
+    section = "2. Long-run law and exits"
+    prediction = (
+        'With three minima the long-run occupation follows the W-graph energies of minimal in-trees, not the '
+        'depths of the minima.')
     summary = "three minima: long-run occupation vs the W-graph energies (the deepest minimum is not the most visited)"
     Config = ThreeWellsConfig
     quick = {"chains": 1000, "mix": 5.0, "events": 100, "barrier_over_step": [1.5, 2.2]}

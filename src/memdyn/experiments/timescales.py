@@ -60,6 +60,8 @@ class TimescalesConfig(ExperimentConfig):
 
 class Timescales(Experiment):
     name = "timescales"
+    section = '1. Two time scales'
+    prediction = ("Under a loss that depends strongly on x and weakly (eps) on y, constant-step SGD relaxes x about 1/eps times faster than y, and its stationary spread is the discrete Lyapunov solution, not the SDE's.")
     summary = "stationary covariance vs discrete Lyapunov, relaxation-time ratio vs 1/eps, tracking error"
     Config = TimescalesConfig
     quick = {"chains": 1000, "relax": 15.0}

@@ -47,6 +47,9 @@ class ProbeRecord:
         memorizing as training goes on.
     steps : ndarray (observations,)
         Step of each observation.
+    history : ndarray (chains, columns) bool
+        Memorized (d1/d2 below the threshold) every ``history_every`` steps, per chain (empty
+        unless asked for): resample probes from it for standard errors of fractions over time.
     """
 
     episodes: Episodes
@@ -58,6 +61,7 @@ class ProbeRecord:
     n_train: int
     memorized_count: np.ndarray
     steps: np.ndarray
+    history: np.ndarray
 
     @property
     def memorized_fraction(self) -> np.ndarray:
@@ -85,13 +89,16 @@ class ProbeObserver(Observer):
         Probes (the first chains) kept for the raster.
     raster_every : int
         Steps between raster columns (a multiple of ``every``).
+    history_every : int
+        Keep every chain's memorized flag every this many steps (0: not kept; else a multiple of
+        ``every``).
     """
 
     name = "probes"
 
     def __init__(self, train, *, every: int = 1, start: int = 0, memorized_below: float = 1 / 3,
                  enter: float | None = None, free: float = 0.6, raster_probes: int = 0, raster_every: int | None = None,
-                 name: str | None = None):
+                 history_every: int = 0, name: str | None = None):
         if every < 1 or start < 0:
             raise ValueError(f"need every >= 1 and start >= 0, got every={every}, start={start}")
         raster_every = every if raster_every is None else int(raster_every)
@@ -102,6 +109,9 @@ class ProbeObserver(Observer):
         self.thresholds = {"memorized_below": memorized_below, "enter": enter, "free": free}
         probe_states(self.train[:1], self.train, **self.thresholds)  # validate once, here
         self.raster_probes, self.raster_every = int(raster_probes), raster_every
+        if history_every < 0 or (history_every and history_every % every):
+            raise ValueError(f"history_every must be 0 or a multiple of every={every}, got {history_every}")
+        self.history_every = int(history_every)
         self.name = name or self.name
 
     def start(self, offset, n, dim, dtype, device):
@@ -110,7 +120,7 @@ class ProbeObserver(Observer):
         keep = max(0, min(n, self.raster_probes - offset))
         return {"offset": offset, "detector": StreamingDetector(n), "current": np.full(n, -1, dtype=np.int64),
                 "memorized": np.zeros(n, dtype=np.int64), "keep": keep, "raster": [], "steps": [], "count": [],
-                "obs_steps": [],
+                "obs_steps": [], "history": [],
                 "train": torch.as_tensor(self.train, dtype=dtype, device=device)}
 
     def update(self, state, k, theta):
@@ -123,6 +133,8 @@ class ProbeObserver(Observer):
         state["detector"].update(cur)
         state["memorized"] += s.memorized
         state["count"].append(int(s.memorized.sum()))
+        if self.history_every and (k - self.start_step) % self.history_every == 0:
+            state["history"].append(s.memorized.copy())
         state["obs_steps"].append(k)
         if state["keep"] and (k - self.start_step) % self.raster_every == 0:
             state["raster"].append(cur[:state["keep"]].copy())
@@ -137,5 +149,7 @@ class ProbeObserver(Observer):
         raster = np.concatenate(kept, axis=0) if kept else np.empty((0, 0), dtype=np.int64)
         steps = np.asarray(states[0]["steps"], dtype=np.int64)
         count = np.sum([np.asarray(s["count"], dtype=np.int64) for s in states], axis=0)
+        hist = (np.concatenate([np.stack(s["history"], axis=1) for s in states], axis=0) if self.history_every
+                else np.empty((0, 0), dtype=bool))
         return ProbeRecord(episodes, np.concatenate([s["memorized"] for s in states]), episodes.n_obs, self.every,
-                           raster, steps, int(self.train.shape[0]), count, np.asarray(states[0]["obs_steps"]))
+                           raster, steps, int(self.train.shape[0]), count, np.asarray(states[0]["obs_steps"]), hist)

@@ -25,7 +25,8 @@ from ..ldp.field import as_field
 from ..ldp import minimum_energy_path
 from .landscape import MemorizingLandscape
 
-__all__ = ["MemorizationTheory", "StationaryLaw", "memorization_theory", "stationary_law"]
+__all__ = ["MemorizationTheory", "StationaryLaw", "energy_gap", "gap_sign_change", "memorization_theory",
+           "stationary_law"]
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,72 @@ def _dedupe(points: list[np.ndarray], tol: float) -> np.ndarray:
     return np.array(out)
 
 
+def _field(F: MemorizingLandscape, sigma: float):
+    def drift(x):
+        if isinstance(x, torch.Tensor):
+            return -F.grad(x)
+        return -F.grad(torch.as_tensor(np.asarray(x, dtype=np.float64))).numpy()
+
+    return as_field(drift, F.dim, sigma**2 * np.eye(F.dim))
+
+
+def _minima(F: MemorizingLandscape, field) -> list[np.ndarray]:
+    """The memorizing minima (one per training point, in order), then the generalizing one."""
+    minima = []
+    for i, s in enumerate(F.train):
+        try:
+            m = field.stable_point(s, f"the memorizing minimum of training point {i}")
+        except ValueError:
+            m = None
+        if m is None or np.linalg.norm(m - s) > F.h / 4:
+            raise ValueError(f"training point {i} has no memorizing minimum of its own (bandwidth {F.h:g} is too large "
+                             "for the spacing of the training points, or c too small)")
+        minima.append(m)
+    try:
+        gen = field.stable_point(F.mean, "the generalizing minimum")
+    except ValueError:
+        raise ValueError(f"no generalizing minimum near the data mean at c={F.c:g}: the memorizing components "
+                         "swamp it (lower c)") from None
+    if min(np.linalg.norm(gen - m) for m in minima) < F.h:
+        raise ValueError("the generalizing minimum sits on a training point: no free state")
+    return minima + [gen]
+
+
+def energy_gap(landscape: MemorizingLandscape, sigma: float) -> float:
+    """FW energy gap between the lowest memorizing state and the generalizing one,
+    E_mem - E_free (negative: memorizing dominates the long run).
+
+    For a gradient system under isotropic noise sigma^2 I the W-graph energies are
+    E_i = 2 (F(m_i) - min_j F(m_j)) / sigma^2 (the minimal in-trees telescope through the saddles),
+    so the gap needs only the minima; :func:`memorization_theory` computes the same energies from
+    minimum action paths (the two agree within gMAM's accuracy).
+    """
+    M = _minima(landscape, _field(landscape, sigma))
+    f = landscape.value(torch.as_tensor(np.array(M))).numpy()
+    return float(2 * (f[:-1].min() - f[-1]) / sigma**2)
+
+
+def gap_sign_change(landscape: MemorizingLandscape, sigma: float, c_lo: float, c_hi: float) -> float:
+    """c* in (c_lo, c_hi) where the energy gap E_mem - E_free changes sign (memorization onset).
+
+    Raises
+    ------
+    ValueError
+        When the gap has the same sign at both ends (no onset in the range) or the landscape has
+        no memorizing or no generalizing minimum at an end.
+    """
+    from scipy.optimize import brentq
+
+    def gap(c):
+        return energy_gap(landscape.at(c), sigma)
+
+    g_lo, g_hi = gap(c_lo), gap(c_hi)
+    if g_lo * g_hi > 0:
+        raise ValueError(f"the energy gap E_mem - E_free does not change sign between c={c_lo:g} ({g_lo:+.3g}) and "
+                         f"c={c_hi:g} ({g_hi:+.3g}): no memorization onset in that range")
+    return float(brentq(gap, c_lo, c_hi, xtol=1e-10))
+
+
 def memorization_theory(landscape: MemorizingLandscape, sigma: float, *, neighbours: int = 2,
                         n_points: int = 60) -> MemorizationTheory:
     """Minima, saddles, transition costs, FW energies and episode barriers of the memorization model.
@@ -94,31 +161,9 @@ def memorization_theory(landscape: MemorizingLandscape, sigma: float, *, neighbo
     if not sigma > 0:
         raise ValueError(f"sigma must be > 0, got {sigma}")
     F = landscape
-
-    def drift(x):
-        if isinstance(x, torch.Tensor):
-            return -F.grad(x)
-        return -F.grad(torch.as_tensor(np.asarray(x, dtype=np.float64))).numpy()
-
-    field = as_field(drift, F.dim, sigma**2 * np.eye(F.dim))
-    minima = []
-    for i, s in enumerate(F.train):
-        try:
-            m = field.stable_point(s, f"the memorizing minimum of training point {i}")
-        except ValueError:
-            m = None
-        if m is None or np.linalg.norm(m - s) > F.h / 4:
-            raise ValueError(f"training point {i} has no memorizing minimum of its own (bandwidth {F.h:g} is too large "
-                             "for the spacing of the training points, or c too small)")
-        minima.append(m)
-    try:
-        gen = field.stable_point(F.mean, "the generalizing minimum")
-    except ValueError:
-        raise ValueError(f"no generalizing minimum near the data mean at c={F.c:g}: the memorizing components "
-                         "swamp it (lower c)") from None
-    if min(np.linalg.norm(gen - m) for m in minima) < F.h:
-        raise ValueError("the generalizing minimum sits on a training point: no free state")
-    minima.append(gen)
+    field = _field(F, sigma)
+    minima = _minima(F, field)
+    gen = minima[-1]
     M = np.array(minima)
     n = F.n
     cand = [minimum_energy_path(F, M[i], gen).saddle for i in range(n)]
