@@ -150,3 +150,31 @@ def test_stationary_1d_matches_gibbs_at_small_step():
     gibbs /= gibbs.sum()
     assert np.abs(p - gibbs).sum() < 0.05  # O(a) discretisation difference
     assert tmix > 1
+
+
+def test_step_schedule_constant_equals_float_and_decay_follows_the_exact_variance_recursion():
+    from memdyn import Gaussian, Quadratic, simulate
+    F = Quadratic(np.array([[2.0]]))
+    kw = dict(n_steps=300, n_chains=3000, init=[1.0], seed=11)
+    a = simulate(F, Gaussian(1.5), 0.05, **kw).final
+    b = simulate(F, Gaussian(1.5), lambda k: 0.05, **kw).final
+    np.testing.assert_array_equal(a, b)
+    sched = lambda k: 0.1 / (1 + k / 50)  # noqa: E731
+    x = simulate(F, Gaussian(1.5), sched, **kw)
+    assert x.info["schedule"] and x.step == pytest.approx(0.1)
+    m, v = 1.0, 0.0
+    for k in range(300):  # x' = (1 - a_k lambda) x - a_k sigma z, exactly
+        g = 1 - sched(k) * 2.0
+        m, v = g * m, g * g * v + (sched(k) * 1.5) ** 2
+    se_m, se_v = math.sqrt(v / 3000), v * math.sqrt(2 / 3000)
+    assert abs(x.final.mean() - m) < 4 * se_m and abs(x.final.var() - v) < 4 * se_v
+
+
+def test_bad_schedule_value_and_divergence_under_a_schedule_are_reported():
+    from memdyn import DivergenceError, Gaussian, Quadratic, simulate
+    F = Quadratic(np.array([[2.0]]))
+    with pytest.raises(ValueError, match=r"a_3 = -0.1"):
+        simulate(F, Gaussian(1.0), lambda k: 0.1 if k < 3 else -0.1, 10, 4, init=[0.0])
+    with pytest.raises(DivergenceError) as e:  # a_k lambda > 2 from step 40 on
+        simulate(F, Gaussian(1.0), lambda k: 0.1 if k < 40 else 1.5, 400, 4, init=[0.1], bound=1e6)
+    assert e.value.step > 40

@@ -146,8 +146,9 @@ def simulate(
         Mean loss F; its gradient is evaluated for all chains of a chunk at once.
     noise : Noise
         Gradient-noise model xi.
-    step : float
-        Constant step size a > 0.
+    step : float or callable
+        Constant step size a > 0, or a schedule ``step(k) -> a_k`` (the step used to go from
+        iterate k to k + 1, finite and > 0; e.g. a decaying a_k = a_0 / (1 + k / k_d)).
     n_steps, n_chains : int
     init : array_like or callable
         Initial states: shape (dim,) (same for every chain), (n_chains, dim), or a callable
@@ -177,8 +178,9 @@ def simulate(
         With the first step and chain at which an iterate left the bounded set; no NaN is ever
         returned.
     """
-    if not (isinstance(step, (int, float)) and math.isfinite(step) and step > 0):
-        raise ValueError(f"step must be a finite number > 0, got {step!r}")
+    schedule = step if callable(step) else None
+    if schedule is None and not (isinstance(step, (int, float)) and math.isfinite(step) and step > 0):
+        raise ValueError(f"step must be a finite number > 0 or a schedule k -> a_k, got {step!r}")
     if n_steps < 0 or n_chains < 1:
         raise ValueError(f"need n_steps >= 0 and n_chains >= 1, got {n_steps}, {n_chains}")
     if seed < 0:
@@ -198,7 +200,7 @@ def simulate(
     if chunk_size is None:  # keep a tile of raw draws under ~256 MB
         per_chunk = max(1, min(n_blocks, (1 << 26) // (T * BLOCK * width)))
     init_src = _initial_states(init, n_chains, dim, dtype, device)
-    a = float(step)
+    a = float(step) if schedule is None else _scheduled(schedule, 0)
 
     if progress is None:
         import sys
@@ -246,13 +248,14 @@ def simulate(
             snapshot.copy_(theta)
             k_snap = k_tile = k
             for t in range(min(T, n_steps - k)):
-                _sgd_step(landscape, noise, theta, grad, raw[t], a)
+                _sgd_step(landscape, noise, theta, grad, raw[t], a if schedule is None else _scheduled(schedule, k))
                 k += 1
                 for o, s in zip(observers, obs_states):
                     o.update(s, k, real)
                 if k % check_every == 0 or k == n_steps:
                     if not bool(real.abs().amax() <= bound):
-                        _locate_divergence(landscape, noise, snapshot, raw, k_snap, k_tile, a, bound, lo, n)
+                        _locate_divergence(landscape, noise, snapshot, raw, k_snap, k_tile, schedule or a, bound, lo,
+                                           n)
                     snapshot.copy_(theta)
                     k_snap = k
             bar.update((k - k_tile) * n)
@@ -263,7 +266,8 @@ def simulate(
     seconds = time.perf_counter() - t0
     observed = {o.name: o.finish(states[o.name]) for o in observers}
     return Simulation(np.concatenate(finals), observed, a, int(n_steps), int(n_chains), int(seed), seconds,
-                      {"tile": T, "block": BLOCK, "device": str(device), "dtype": str(dtype)})
+                      {"tile": T, "block": BLOCK, "device": str(device), "dtype": str(dtype),
+                       "schedule": schedule is not None})
 
 
 def _sgd_step(landscape, noise, theta, grad, raw_t, a):
@@ -272,12 +276,20 @@ def _sgd_step(landscape, noise, theta, grad, raw_t, a):
     theta.add_(grad, alpha=-a)
 
 
+def _scheduled(schedule, k: int) -> float:
+    a = schedule(k)
+    if not (isinstance(a, (int, float, np.floating)) and math.isfinite(a) and a > 0):
+        raise ValueError(f"the step schedule gave a_{k} = {a!r}; steps must be finite numbers > 0")
+    return float(a)
+
+
 def _locate_divergence(landscape, noise, snapshot, raw, k_snap, tile_start, a, bound, offset, n):
-    """Replay from the last good snapshot one step at a time to find the first bad step/chain."""
+    """Replay from the last good snapshot one step at a time to find the first bad step/chain
+    (``a``: the step, or the schedule)."""
     theta, grad = snapshot.clone(), torch.empty_like(snapshot)
     k = k_snap
     while True:
-        _sgd_step(landscape, noise, theta, grad, raw[k - tile_start], a)
+        _sgd_step(landscape, noise, theta, grad, raw[k - tile_start], _scheduled(a, k) if callable(a) else a)
         k += 1
         size = theta[:n].abs().amax(dim=1)
         bad = ~(size <= bound)
