@@ -49,11 +49,13 @@ from ..memorization import (GeneratedData, MemorizingLandscape, ModulatedMemoriz
                             probe_states)
 from ..memorization.theory import energy_gap, gap_sign_change, memorization_theory, stationary_law
 from ..noise import Gaussian
-from ..reference import quasi_stationary_exit_2d
+from ..reference import CELLS_PER_KICK_2D, quasi_stationary_exit_2d
 from .base import ConfigError, Context, Experiment, ExperimentConfig, Figure, Outcome
 
 #: |lambda_2 / lambda_1|^k0 at the residual-life cut: the start's remaining influence on the exit law
 QSD_CUT = 1e-3
+#: largest finest mesh of the exact chain around a training point (time and memory grow as its square)
+MAX_REFERENCE_CELLS = 30000
 
 
 class MemorizationConfig(ExperimentConfig):
@@ -111,6 +113,13 @@ class Memorization(Experiment):
             raise ConfigError(f"invalid value for memorization.step={cfg.step}: V/a = {hi:.3g} > 8 at the smallest step "
                               f"(V = {V:.4g}): the barrier is too high for exits within the budget; raise the step or "
                               "sigma")
+        kick = cfg.step * cfg.step_ratio * cfg.sigma
+        side = 1.2 * float(np.linalg.norm(_ring(cfg.n_train, cfg.radius)[1] - _ring(cfg.n_train, cfg.radius)[0]))
+        cells = (side * max(CELLS_PER_KICK_2D) / kick) ** 2
+        if cells > MAX_REFERENCE_CELLS:
+            raise ConfigError(f"invalid value for memorization.step={cfg.step}: the smallest kick a sigma = {kick:.3g} needs "
+                              f"{cells:.0f} cells for the exact chain (at most {MAX_REFERENCE_CELLS}); raise the step or "
+                              "sigma, or lower radius")
         if cfg.alpha == 0:
             raise ConfigError("invalid value for memorization.alpha=0: with no fresh data every probe collapses onto its "
                               "nearest training point for good; there are no episodes to time (use alpha > 0)")
