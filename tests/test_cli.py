@@ -26,34 +26,27 @@ def test_list_and_config(tmp_path):
         assert f"  {key}: " in out.stdout
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--set", "step=-1"], "timescales.step=-1"),
-    (["--set", "nosuch=1"], "unknown key 'nosuch' for timescales; valid keys: chains"),
-    (["--set", "eps=[0.1]"], "timescales.eps"),
-    (["--seed", "-1"], "seed"),
+@pytest.mark.parametrize("name, args, needle", [
+    ("timescales", ["--set", "step=-1"], "timescales.step=-1"),
+    ("timescales", ["--set", "nosuch=1"], "unknown key 'nosuch' for timescales; valid keys: chains"),
+    ("timescales", ["--set", "eps=[0.1]"], "timescales.eps"),
+    ("timescales", ["--seed", "-1"], "seed"),
+    ("memorization", ["--set", "bandwidth=0"], "memorization.bandwidth=0"),
+    ("memorization", ["--set", "bandwidth=0.5"], "memorization.bandwidth=0.5"),
+    ("memorization", ["--set", "c=1.5"], "memorization.c=1.5"),
+    ("memorization", ["--set", "alpha=1.2"], "memorization.alpha=1.2"),
+    ("memorization", ["--set", "eps=0"], "memorization.eps=0"),
+    ("memorization", ["--set", "n_train=1"], "memorization.n_train=1"),
+    ("memorization", ["--set", "probes=500", "--set", "chains=100"], "memorization.probes=500"),
+    ("memorization", ["--set", "sigma=20"], "too high for exits within the budget"),
+    ("memorization", ["--set", "step=3e-3"], "memorization.step"),
 ])
-def test_bad_input_exits_2_with_one_line(tmp_path, args, needle):
-    out = memdyn("run", "timescales", "--quick", *args, "--out", "D", cwd=tmp_path)
+def test_bad_input_exits_2_with_one_line(tmp_path, name, args, needle):
+    out = memdyn("run", name, "--quick", *args, "--out", "D", cwd=tmp_path)
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], out.stderr
     assert "Traceback" not in out.stderr
-
-
-@pytest.mark.parametrize("args, needle", [
-    (["--set", "bandwidth=0"], "memorization.bandwidth=0"),
-    (["--set", "bandwidth=0.5"], "memorization.bandwidth=0.5"),
-    (["--set", "c=1.5"], "memorization.c=1.5"),
-    (["--set", "n_train=1"], "memorization.n_train=1"),
-    (["--set", "probes=500", "--set", "chains=100"], "memorization.probes=500"),
-    (["--set", "sigma=20"], "too high for exits within the budget"),
-    (["--set", "step=3e-3"], "memorization.step"),
-])
-def test_memorization_bad_input_exits_2_naming_the_key(tmp_path, args, needle):
-    out = memdyn("run", "memorization", "--quick", *args, "--out", "D", cwd=tmp_path)
-    assert out.returncode == 2
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and needle in lines[0], out.stderr
 
 
 def test_unknown_experiment(tmp_path):

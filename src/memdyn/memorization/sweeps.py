@@ -1,14 +1,13 @@
 """The slow variable sweeping the memorization weight: onset and trapping, measured and predicted.
 
-* :func:`crossing_step`: the step at which the fraction of memorized probes first crosses a level,
-  from per-probe flags over time (centred moving average, linear interpolation), with a standard
-  error from resampling probes.
 * :func:`time_scale`: the factor s that maps a predicted adiabatic curve f(k) onto the measured
   fraction, f_measured(k) ~ f(k / s), fitted over the whole sweep (s = 1: the onset comes when the
   slow variable's path says), with a standard error from resampling probes.
-* :func:`survival`: the probability that a probe sitting on a training point is still there after
-  a sweep, exp(-sum_k kappa(c_k)), from exact per-step exit rates kappa(c) at a few values of c
-  (interpolated in ln kappa by two schemes whose difference is the interpolation's bias).
+* :func:`survival`: the probability that a probe in the quasi-stationary law of a training point's
+  core is still there after a sweep, exp(-sum_k kappa(c_k)), from exact per-step exit rates
+  kappa(c) at a few values of c (interpolated in ln kappa by two schemes whose difference is the
+  interpolation's bias). It ignores the time a probe needs to reach that law; for sweeps not much
+  longer than that, :func:`memdyn.reference.survival_2d` is exact.
 """
 
 from __future__ import annotations
@@ -17,75 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Crossing", "TimeScale", "crossing_step", "survival", "time_scale"]
-
-
-@dataclass(frozen=True)
-class Crossing:
-    """Result of :func:`crossing_step`: ``step`` (nan if never crossed) and its standard error
-    ``se`` over probe resamples; ``curve`` the smoothed fraction at ``steps``."""
-
-    step: float
-    se: float
-    curve: np.ndarray
-    steps: np.ndarray
-
-
-def _first_crossing(curve: np.ndarray, steps: np.ndarray, level: float, rising: bool) -> float:
-    d = (curve - level) if rising else (level - curve)
-    idx = np.flatnonzero((d[1:] >= 0) & (d[:-1] < 0))
-    if idx.size == 0:
-        return float("nan")
-    i = int(idx[0])
-    t = d[i] / (d[i] - d[i + 1])
-    return float(steps[i] + t * (steps[i + 1] - steps[i]))
-
-
-def _smooth(f: np.ndarray, window: int) -> np.ndarray:
-    if window <= 1:
-        return f
-    kern = np.ones(window) / window
-    out = np.convolve(f, kern, mode="same")
-    half = window // 2
-    out[:half], out[-half:] = np.nan, np.nan  # no one-sided averages at the ends
-    return out
-
-
-def crossing_step(history, steps, level: float, *, window: int = 1, rising: bool = True, n_boot: int = 200,
-                  seed: int = 0) -> Crossing:
-    """First step at which the fraction of memorized probes crosses ``level``.
-
-    Parameters
-    ----------
-    history : array_like (probes, columns) bool
-        Memorized flags over time (:attr:`memdyn.memorization.ProbeRecord.history`).
-    steps : array_like (columns,)
-        Step of each column.
-    level : float
-        The level (e.g. the predicted long-run fraction at the onset).
-    window : int
-        Columns in the centred moving average (odd; 1: none).
-    rising : bool
-        Look for an upward (True) or downward crossing.
-    n_boot : int
-        Probe resamples for the standard error.
-    """
-    H = np.asarray(history, dtype=np.float64)
-    steps = np.asarray(steps, dtype=np.float64)
-    if H.ndim != 2 or H.shape[1] != steps.size or H.shape[0] < 2:
-        raise ValueError(f"history must be (probes >= 2, len(steps)), got {H.shape} and {steps.size} steps")
-    if window < 1 or window % 2 == 0:
-        raise ValueError(f"window must be a positive odd number, got {window}")
-    curve = _smooth(H.mean(axis=0), window)
-    est = _first_crossing(curve, steps, level, rising)
-    rng = np.random.default_rng(seed)
-    boots = []
-    for _ in range(n_boot):
-        w = np.bincount(rng.integers(0, H.shape[0], H.shape[0]), minlength=H.shape[0]) / H.shape[0]
-        boots.append(_first_crossing(_smooth(w @ H, window), steps, level, rising))
-    boots = np.asarray(boots)
-    se = float(np.nanstd(boots, ddof=1)) if np.isfinite(boots).sum() >= 2 else float("nan")
-    return Crossing(est, se, curve, steps)
+__all__ = ["TimeScale", "survival", "time_scale"]
 
 
 def survival(c_grid, log_kappa, c_path) -> tuple[float, float]:
