@@ -69,12 +69,12 @@ class MemorizationConfig(ExperimentConfig):
     n_steps: int = Field(3, ge=3, le=6, description="step sizes on the grid")
     chains: int = Field(1024, ge=64, le=10**5, description="chains (probes) per step size")
     horizon: float = Field(10.0, ge=3, le=100, description=(
-        "run length in exact mean episode lengths at the smallest step"))
+        "run length in exact mean episode lengths (at each step)"))
     max_steps: int = Field(60000, ge=1000, le=10**7, description="budget: most iterations per run")
     probes: int = Field(60, ge=1, le=1000, description="probes drawn in the raster (at most chains)")
     alpha: float = Field(1.0, ge=0, le=1, description=(
         "probability that a gradient sample is fresh data (else the model's own output); 1: ordinary training"))
-    eps: float = Field(0.02, gt=0, le=1, description=(
+    eps: float = Field(0.03, gt=0, le=1, description=(
         "weight of the slow variable's loss: c(y) sweeps from c_lo to c at rate a eps per step (runs at eps and eps/2)"))
     c_lo: Optional[float] = Field(None, gt=0, lt=1, description=(
         "memorization weight at the start of the slow sweep (default: a third of the way from the smallest c at which "
@@ -146,17 +146,17 @@ class Memorization(Experiment):
         n = cfg.n_train
         V = float(np.mean(th.exit_barrier[:n]))
         steps = cfg.step * np.linspace(cfg.step_ratio, 1.0, cfg.n_steps)
-        H = int(math.ceil(cfg.horizon * _reference(cfg, float(steps[0]))["mean"]))
         noise = Gaussian(cfg.sigma) if cfg.alpha == 1 else GeneratedData(S, cfg.bandwidth, cfg.sigma, cfg.alpha)
         rows, claims, records = [], [], {}
         for a in steps:
             a = float(a)
             ref = _reference(cfg, a)
+            H = int(math.ceil(cfg.horizon * ref["mean"]))  # the same number of mean episodes at every step
             k0 = int(math.ceil(math.log(QSD_CUT) / math.log(ref["mixing"])))
             raster = a == float(steps[-1])
             law = _law(cfg, a)
 
-            def cell(a=a, raster=raster, law=law):
+            def cell(a=a, raster=raster, law=law, H=H):
                 obs = ProbeObserver(S, raster_probes=cfg.probes if raster else 0, raster_every=max(1, H // 600))
                 init = law["coarse"].sample(cfg.chains, ctx.seed_for("init", a))
                 sim = simulate(land, noise, a, H, cfg.chains, init=init, dtype=torch.float64,
