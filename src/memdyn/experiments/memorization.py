@@ -114,7 +114,8 @@ class Memorization(Experiment):
                               f"(V = {V:.4g}): the barrier is too high for exits within the budget; raise the step or "
                               "sigma")
         kick = cfg.step * cfg.step_ratio * cfg.sigma
-        side = 1.2 * float(np.linalg.norm(_ring(cfg.n_train, cfg.radius)[1] - _ring(cfg.n_train, cfg.radius)[0]))
+        S = _ring(cfg.n_train, cfg.radius)
+        side = 1.2 * float(np.linalg.norm(S[1] - S[0]))  # the box of _episode_set
         cells = (side * max(CELLS_PER_KICK_2D) / kick) ** 2
         if cells > MAX_REFERENCE_CELLS:
             raise ConfigError(f"invalid value for memorization.step={cfg.step}: the smallest kick a sigma = {kick:.3g} needs "
@@ -382,13 +383,7 @@ def _trapped_survival(cfg, a: float, c_star: float, c_path: np.ndarray) -> tuple
     from ..reference import survival_2d
 
     S = _ring(cfg.n_train, cfg.radius)
-    w = 0.6 * float(np.linalg.norm(S[1] - S[0]))
-    box = ((S[0, 0] - w, S[0, 0] + w), (S[0, 1] - w, S[0, 1] + w))
-
-    def transient(P):
-        lab = probe_states(P, S).label
-        return (lab == 0) | (lab == -1)
-
+    transient, box = _episode_set(S)
     out = []
     for m in (5, 9):
         grid = np.linspace(c_star, cfg.c, m)
@@ -399,6 +394,18 @@ def _trapped_survival(cfg, a: float, c_star: float, c_path: np.ndarray) -> tuple
         lands = [MemorizingLandscape(S, cfg.bandwidth, float(g)) for g in grid]
         out.append(survival_2d(lands, cfg.sigma, a, transient, box, S[0], W))
     return out[1].value, abs(out[1].value - out[0].value) + out[1].bias
+
+
+def _episode_set(S: np.ndarray):
+    """Where an episode on training point 0 lasts: its core and the band between cores (every state
+    but another core), and a box holding it (0.6 neighbour spacings around the point)."""
+    w = 0.6 * float(np.linalg.norm(S[1] - S[0]))
+
+    def transient(P):
+        lab = probe_states(P, S).label
+        return (lab == 0) | (lab == -1)
+
+    return transient, ((S[0, 0] - w, S[0, 0] + w), (S[0, 1] - w, S[0, 1] + w))
 
 
 def _ring(n: int, radius: float) -> np.ndarray:
@@ -415,19 +422,12 @@ def _theory(n: int, radius: float, h: float, c: float, sigma: float):
 def _reference_cached(n, radius, h, c, sigma, a, alpha) -> dict:
     S = _ring(n, radius)
     land = MemorizingLandscape(S, h, c)
-    d_nn = float(np.linalg.norm(S[1] - S[0]))
-    w = 0.6 * d_nn
-
-    def transient(P):
-        lab = probe_states(P, S).label
-        return (lab == 0) | (lab == -1)
-
+    transient, box = _episode_set(S)
     det = None
     if alpha < 1:
         own = GeneratedData(S, h, sigma, alpha)
         det = (1 - alpha, lambda P: own.own_gradient(torch.as_tensor(P)).numpy())
-    q = quasi_stationary_exit_2d(land, sigma, a, transient, ((S[0, 0] - w, S[0, 0] + w), (S[0, 1] - w, S[0, 1] + w)),
-                                 deterministic=det)
+    q = quasi_stationary_exit_2d(land, sigma, a, transient, box, deterministic=det)
     mean = 1.0 / q.rate.value
     return {"mean": mean, "bias": mean * q.rate.bias / q.rate.value, "mixing": q.mixing}
 
@@ -465,10 +465,7 @@ def _law(cfg, a: float, c: float | None = None) -> dict:
 def _laplace_fraction(th, sigma: float, a: float, land) -> float:
     """Leading-order occupation of the memorizing minima: FW energies exp(-E_i / a) with the Laplace
     prefactors det(Hessian_i)^(-1/2) of a gradient system under isotropic noise."""
-    from ..ldp.field import as_field
-
-    field = as_field(lambda x: -land.grad(x), land.dim)
-    dets = np.array([np.linalg.det(-J) for J in field.jacobian(th.minima)])
+    dets = np.array([np.linalg.det(land.hessian(m)) for m in th.minima])
     E = th.energies.E
     w = np.exp(-(E - E.min()) / a) / np.sqrt(dets)
     return float(w[:-1].sum() / w.sum())
