@@ -21,7 +21,7 @@ from .landscapes import (
     S1,
     TiltedWell,
 )
-from .markov import MarkovChain, gth_stationary
+from .markov import MarkovChain, gth_stationary, sparse_lu
 from .noise import Gaussian, Minibatch, Noise, StateDependentGaussian, StudentT, s1_noise
 from .observers import ExitTime, FirstPassage, Moments, Occupation, Observer, Trace, intervals
 
@@ -33,7 +33,7 @@ __all__ = [
     "TiltedWell", "Modulated", "LeastSquares", "MultiWell",
     "Noise", "Gaussian", "StateDependentGaussian", "StudentT", "Minibatch", "s1_noise",
     "episodes", "ldp", "memorization", "reference", "stats", "Episodes", "StreamingDetector", "core_sets",
-    "MarkovChain", "gth_stationary", "exact_fit", "gaussian_refit",
+    "MarkovChain", "gth_stationary", "sparse_lu", "exact_fit", "gaussian_refit",
     "Observer", "ExitTime", "Trace", "Moments", "Occupation", "FirstPassage", "intervals",
     "__version__",
 ]

@@ -297,6 +297,11 @@ class MultiWell(_Line):
 
     @staticmethod
     def _horner(coef, x):
+        if isinstance(x, torch.Tensor):  # in place: half the small-tensor calls of the generic form
+            out = torch.full_like(x, coef[0])
+            for c in coef[1:]:
+                out.mul_(x).add_(c)
+            return out
         out = x * 0 + coef[0]
         for c in coef[1:]:
             out = out * x + c

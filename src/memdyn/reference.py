@@ -550,8 +550,9 @@ def quasi_stationary_exit_2d(landscape, sigma: float, step: float, transient, bo
     -------
     QuasiStationaryExit
     """
-    from scipy.sparse.linalg import eigs
+    from scipy.sparse.linalg import LinearOperator, eigs
 
+    from .markov import sparse_lu
     from .stats import extrapolate
 
     (x_lo, x_hi), (y_lo, y_hi) = box
@@ -567,7 +568,9 @@ def quasi_stationary_exit_2d(landscape, sigma: float, step: float, transient, bo
     for c in cells:
         mesh = _KilledMesh(transient, box, c / s, subcells)
         Q = mesh.operator(landscape, sigma, step, width, deterministic)
-        w = eigs(Q.tocsc(), k=2, sigma=1.0, which="LM", return_eigenvectors=False)
+        lu = sparse_lu(Q - sp.identity(Q.shape[0], format="csc"))  # shift-invert about 1
+        inv = LinearOperator(Q.shape, matvec=lu.solve, dtype=np.float64)
+        w = eigs(Q.tocsc(), k=2, sigma=1.0, which="LM", OPinv=inv, return_eigenvectors=False)
         w = w[np.argsort(-np.abs(w))]
         rates.append(1.0 - float(w[0].real))
         mixing = float(abs(w[1]) / abs(w[0]))
