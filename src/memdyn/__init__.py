@@ -20,6 +20,8 @@ from .landscapes import (
     Quadratic,
     S1,
     TiltedWell,
+    SlowlyDriven,
+    DrivenTiltedWell,
 )
 from .markov import MarkovChain, gth_stationary, sparse_lu
 from .noise import Gaussian, Minibatch, Noise, StateDependentGaussian, StudentT, s1_noise
@@ -30,7 +32,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BLOCK", "DivergenceError", "Simulation", "simulate", "fast_ode", "fast_equilibrium", "slow_ode",
     "Landscape", "CriticalPoint", "Quadratic", "DoubleWell", "DoubleWellND", "BentDoubleWell", "S1", "BilinearCoupling",
-    "TiltedWell", "Modulated", "LeastSquares", "MultiWell",
+    "TiltedWell", "Modulated", "SlowlyDriven", "DrivenTiltedWell", "LeastSquares", "MultiWell",
     "Noise", "Gaussian", "StateDependentGaussian", "StudentT", "Minibatch", "s1_noise",
     "episodes", "ldp", "memorization", "reference", "stats", "Episodes", "StreamingDetector", "core_sets",
     "MarkovChain", "gth_stationary", "sparse_lu", "exact_fit", "gaussian_refit",

@@ -27,6 +27,8 @@ __all__ = [
     "BilinearCoupling",
     "TiltedWell",
     "Modulated",
+    "SlowlyDriven",
+    "DrivenTiltedWell",
     "LeastSquares",
 ]
 
@@ -611,6 +613,127 @@ class Modulated(Landscape):
         c = self.control(y)
         gy = self.eps * (self.family.grad_c(x, c) @ self._param("A", y).T + self.slow.grad(y))
         return torch.cat([self.family.grad_x(x, c), gy], dim=1)
+
+
+class SlowlyDriven(Landscape):
+    """A fast landscape whose control is moved by one slow scalar: theta = (x, y), x in R^p.
+
+        F(x, y) = F0(x; c(y)) + eps (y - y_target)^2 / 2.
+
+    The field the engine follows is (grad_x F0(x; c(y)), eps (y - y_target)): y is driven by its
+    own loss with weight eps and, with no noise on y, relaxes to y_target at rate a eps per step,
+
+        y_k = y_target + (y_0 - y_target) (1 - a eps)^k.
+
+    The pull of x on y, c'(y) dF0/dc, is left out (a modelling **choice**: y stands for a part of
+    the model shared by many outputs, whose share of one output's gradient vanishes). The field
+    is therefore not the gradient of :meth:`value`, which is the loss the fast variable sees.
+
+    Subclasses set ``fast_dim`` and implement :meth:`c_of`, :meth:`fast_value` and
+    :meth:`fast_grad` (c given per chain).
+
+    Parameters
+    ----------
+    fast_dim : int
+    eps : float
+        Weight of the slow loss (> 0).
+    y_target : float
+        Minimum of the slow loss.
+    """
+
+    def __init__(self, fast_dim: int, eps: float, y_target: float):
+        if not (np.isfinite(eps) and eps > 0):
+            raise ValueError(f"eps must be > 0, got {eps}")
+        if not np.isfinite(y_target):
+            raise ValueError(f"y_target must be finite, got {y_target}")
+        self.eps, self.y_target = float(eps), float(y_target)
+        self.fast_dim = int(fast_dim)
+        self.dim = self.fast_dim + 1
+
+    def c_of(self, y):
+        """The control c(y), for a number, an array or a tensor."""
+        raise NotImplementedError
+
+    def fast_value(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """F0(x; c) for chains x (n, p) and controls c (n,)."""
+        raise NotImplementedError
+
+    def fast_grad(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """grad_x F0(x; c), shape (n, p)."""
+        raise NotImplementedError
+
+    def slow_path(self, y0: float, step: float, k) -> np.ndarray:
+        """y_k of the noise-free slow recursion y_{k+1} = y_k - a eps (y_k - y_target)."""
+        return self.y_target + (y0 - self.y_target) * (1 - step * self.eps) ** np.asarray(k, dtype=np.float64)
+
+    def value(self, theta):
+        _check_theta(theta, self.dim)
+        x, y = theta[:, :-1], theta[:, -1]
+        return self.fast_value(x.contiguous(), self.c_of(y)) + 0.5 * self.eps * (y - self.y_target) ** 2
+
+    def grad(self, theta):
+        _check_theta(theta, self.dim)
+        out = torch.empty_like(theta)
+        out[:, :-1] = self.fast_grad(theta[:, :-1].contiguous(), self.c_of(theta[:, -1]))
+        out[:, -1] = self.eps * (theta[:, -1] - self.y_target)
+        return out
+
+
+class DrivenTiltedWell(SlowlyDriven):
+    """A double well tilted by a slow variable through its fold (the double-descent model).
+
+        F0(x; c) = W(x) - c x,   c(y) = y,
+
+    with W a :class:`DoubleWell`. A minimum of F0 sits where W'(x) = c. The left branch exists
+    while c < c_f = W'(x_f), x_f the left root of W'' (the local maximum of W' left of the
+    barrier); at c = c_f the left minimum merges with the barrier top and vanishes (a fold), and
+    a chain riding the left branch jumps to the right one. For the symmetric default
+    W = x^4/4 - x^2/2: x_f = -1/sqrt(3), c_f = 2 / (3 sqrt(3)) ~ 0.385, and symmetrically the
+    right branch exists while c > -c_f.
+
+    Parameters
+    ----------
+    eps, y_target : float
+        As in :class:`SlowlyDriven`.
+    well : DoubleWell, optional
+    """
+
+    def __init__(self, eps: float, y_target: float, well: DoubleWell | None = None):
+        super().__init__(1, eps, y_target)
+        self.well = well if well is not None else DoubleWell()
+
+    def c_of(self, y):
+        return y
+
+    def fast_value(self, x, c):
+        return self.well.f(x[:, 0]) - c * x[:, 0]
+
+    def fast_grad(self, x, c):
+        return self.well.df(x) - c[:, None]
+
+    def fold(self, branch: str = "left") -> tuple[float, float]:
+        """(c_f, x_f): the control at which ``branch``'s minimum vanishes, and where. The left
+        branch exists for c < c_f, the right one for c > c_f."""
+        if branch not in ("left", "right"):
+            raise ValueError(f"branch must be 'left' or 'right', got {branch!r}")
+        w = self.well
+        e1, e2, _ = w._e
+        roots = np.sort(np.roots([3.0, -2 * e1, e2]).real)  # W'' = k (3x^2 - 2 e1 x + e2)
+        x_f = float(roots[0] if branch == "left" else roots[1])
+        return float(w.df(x_f)), x_f
+
+    def branch(self, c: float, branch: str) -> float:
+        """Position of ``branch``'s minimum of F0(.; c) (nan where the branch does not exist)."""
+        c_f, _ = self.fold(branch)
+        if (branch == "left" and c >= c_f) or (branch == "right" and c <= c_f):
+            return float("nan")
+        mins = [x for x, idx in TiltedWell(self.well).equilibria(-c) if idx == 0]
+        return float(mins[0] if branch == "left" else mins[-1])
+
+    def __repr__(self) -> str:
+        w = self.well
+        return (f"DrivenTiltedWell(eps={self.eps:g}, y_target={self.y_target:g}, "
+                f"well=DoubleWell({w.left:g}, {w.saddle:g}, {w.right:g}, {w.scale:g}))")
 
 
 class LeastSquares(Landscape):

@@ -24,6 +24,11 @@ For comparison, and for the a -> 0 limit, :func:`sde_stationary_1d` and :func:`s
 the stationary law and the mean first-passage time of the SDE limit
 dX = -F'(X) dt + sqrt(a) sigma dW by quadrature: the discrete chain differs from it by O(a).
 
+With a control that moves along a known path (a :class:`memdyn.landscapes.SlowlyDriven`
+landscape with a noise-free slow variable), the chain is time-inhomogeneous:
+:func:`driven_chain_1d` propagates its law step by step, giving first-passage laws and expected
+observables along the path.
+
 In two dimensions, with axis-aligned Gaussian noise: :func:`transfer_operator_2d` (each row the
 outer product of two 1-D rows), :func:`exit_time_2d` (the discrete chain's mean exit time on
 coarse meshes, extrapolated to zero cell width with its residual bias stated) and
@@ -44,7 +49,7 @@ from .stats import Extrapolation
 
 __all__ = ["transfer_operator_1d", "stationary_1d", "exit_time_1d", "sde_exit_time_1d", "sde_stationary_1d", "support_1d",
            "transfer_operator_2d", "exit_time_2d", "sde_exit_time_2d", "QuasiStationaryExit", "quasi_stationary_exit_2d",
-           "survival_2d"]
+           "survival_2d", "DrivenChain", "driven_chain_1d"]
 
 #: default mesh: cells per kernel width a * sigma_min
 CELLS_PER_KICK = 48
@@ -675,3 +680,152 @@ def _bilinear(points: np.ndarray, xe: np.ndarray, ye: np.ndarray, frac: np.ndarr
             cols.append(tgt[good])
             vals.append(w[good])
     return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(len(points), n))
+
+
+@dataclass(frozen=True)
+class DrivenChain:
+    """Result of :func:`driven_chain_1d`.
+
+    Attributes
+    ----------
+    passage : list of Extrapolation
+        Mean first-passage step above each boundary, E[tau_b] = sum_k P(tau_b > k), extrapolated
+        to zero cell width (``bias``: its residual mesh bias).
+    observed : list of Extrapolation
+        E[g(x_k)] at each requested step, extrapolated likewise.
+    survival : ndarray (boundaries, n_steps + 1)
+        P(tau_b > k) on the finest mesh.
+    mean : ndarray (n_steps + 1,)
+        E[g(x_k)] on the finest mesh (nan when no observable was given).
+    cells : list of int
+        Cells of each mesh.
+    """
+
+    passage: list
+    observed: list
+    survival: np.ndarray
+    mean: np.ndarray
+    cells: list
+
+
+def driven_chain_1d(landscape, sigma: float, step: float, y0: float, n_steps: int, start: float, lo: float, hi: float,
+                    boundaries, *, observe=None, at=(), cells_per_kick=CELLS_PER_KICK_2D, width: float = 6.0
+                    ) -> DrivenChain:
+    """Exact law of 1-D constant-step SGD whose landscape is moved by a noise-free slow variable.
+
+    The chain is x_{k+1} = x_k - a (d/dx F(x_k, y_k) + sigma z_k) with y_k the slow recursion of
+    ``landscape`` (a :class:`memdyn.landscapes.SlowlyDriven` with one fast coordinate) from ``y0``:
+    a time-inhomogeneous Markov chain. Its law is propagated step by step on a mesh of [lo, hi]
+    (reflecting ends; cells of a sigma / c for each c in ``cells_per_kick``, aligned so that each
+    boundary is a cell edge), the kernel rebuilt at every step from Gaussian cell masses (no
+    interpolation in y). Beside the free law, one copy per boundary b is killed as soon as it lands
+    at or beyond b, which gives P(tau_b > k), tau_b = the first k with x_k >= b, and the mean
+    first-passage step sum_k P(tau_b > k). The start's mass is split linearly between the two
+    nearest cell centres; with that and the midpoint rule the mesh error is even in the cell width,
+    so every value is extrapolated in h^2 (:func:`memdyn.stats.extrapolate`, degree
+    len(cells_per_kick) - 1, with the change from one degree less as its residual bias).
+
+    Parameters
+    ----------
+    landscape : SlowlyDriven
+        With ``fast_dim`` 1.
+    sigma, step : float
+        Noise scale on x and step a (> 0).
+    y0 : float
+        The slow variable at step 0.
+    n_steps : int
+        Steps propagated; every boundary must be passed by then (P(tau_b > n_steps) < 1e-6).
+    start : float
+        x_0 (lo < start < the first boundary).
+    lo, hi : float
+        The mesh; choose them where the chain practically never goes.
+    boundaries : sequence of float
+        One or two increasing first-passage levels in (start, hi).
+    observe : callable, optional
+        g(x) for an array of positions; its mean along the path is returned.
+    at : sequence of int
+        Steps at which E[g(x_k)] is extrapolated.
+
+    Returns
+    -------
+    DrivenChain
+    """
+    from .stats import extrapolate
+
+    b = sorted(float(v) for v in np.atleast_1d(boundaries))
+    if not 1 <= len(b) <= 2:
+        raise ValueError(f"boundaries must hold one or two levels, got {boundaries!r}")
+    if not (lo < start < b[0] and b[-1] < hi):
+        raise ValueError(f"need lo < start < boundaries < hi, got lo={lo}, start={start}, boundaries={b}, hi={hi}")
+    if not (step > 0 and sigma > 0 and n_steps >= 1):
+        raise ValueError(f"need step > 0, sigma > 0 and n_steps >= 1, got {step}, {sigma}, {n_steps}")
+    if getattr(landscape, "fast_dim", None) != 1:
+        raise ValueError("driven_chain_1d needs a SlowlyDriven landscape with one fast coordinate")
+    at = [int(k) for k in at]
+    if any(not 0 <= k <= n_steps for k in at):
+        raise ValueError(f"at must hold steps in [0, {n_steps}], got {at}")
+    if at and observe is None:
+        raise ValueError("at needs an observable (observe=g)")
+    cells = sorted(float(c) for c in np.atleast_1d(cells_per_kick))
+    if len(cells) < 2 or cells[0] < 1.5:
+        raise ValueError(f"cells_per_kick needs at least two values >= 1.5, got {cells_per_kick!r}")
+    s = step * sigma
+    ys = landscape.slow_path(y0, step, np.arange(n_steps))
+    hs, passages, observed, counts = [], [], [], []
+    for c in cells:
+        h = s / c
+        if len(b) == 2:  # both levels on cell edges
+            h = (b[1] - b[0]) / math.ceil((b[1] - b[0]) / h)
+        edges = b[0] + h * np.arange(-math.ceil((b[0] - lo) / h), math.ceil((hi - b[0]) / h) + 1)
+        x = 0.5 * (edges[1:] + edges[:-1])
+        n = x.size
+        k_win = int(math.ceil(width * s / h)) + 1
+        X = torch.as_tensor(x[:, None])
+        alive = [x < v for v in b]
+        p = np.zeros(n)
+        j = int(np.clip(np.searchsorted(x, start) - 1, 0, n - 2))
+        t = (start - x[j]) / h
+        p[j], p[j + 1] = 1 - t, t
+        vecs = np.stack([p] + [p * a for a in alive])  # free law, then one killed copy per boundary
+        surv = np.empty((len(b), n_steps + 1))
+        surv[:, 0] = vecs[1:].sum(axis=1)
+        mean = np.full(n_steps + 1, np.nan)
+        g = None if observe is None else np.asarray(observe(x), dtype=np.float64)
+        if g is not None:
+            mean[0] = vecs[0] @ g
+        for k in range(n_steps):
+            c_k = torch.full((n,), float(landscape.c_of(float(ys[k]))), dtype=torch.float64)
+            m = x - step * landscape.fast_grad(X, c_k)[:, 0].numpy()
+            flat, w = _uniform_masses(edges[0], h, n, m, s, k_win)
+            vecs = np.stack([np.bincount(flat, weights=(w * v[:, None]).ravel(), minlength=n) for v in vecs])
+            vecs[1:] *= np.stack(alive)
+            surv[:, k + 1] = vecs[1:].sum(axis=1)
+            if g is not None:
+                mean[k + 1] = vecs[0] @ g
+        if np.any(surv[:, -1] > 1e-6):
+            raise ValueError(f"a boundary is not passed within n_steps={n_steps}: P(tau > n_steps) = "
+                             f"{surv[:, -1].max():.3g}; run longer")
+        hs.append(h**2)
+        passages.append(surv.sum(axis=1))
+        observed.append([mean[k] for k in at])
+        counts.append(n)
+    deg = len(cells) - 1
+    passage = [extrapolate(hs, [v[i] for v in passages], degree=deg) for i in range(len(b))]
+    obs = [extrapolate(hs, [v[i] for v in observed], degree=deg) for i in range(len(at))]
+    return DrivenChain(passage, obs, surv, mean, counts)
+
+
+def _uniform_masses(e0: float, h: float, n: int, m: np.ndarray, s: float, k: int):
+    """Gaussian N(m_i, s^2) masses of the 2k + 1 cells around m_i on the uniform mesh e0 + h j
+    (n cells), each row normalised; cells beyond either end are folded onto the end cells (a
+    reflecting chain). One normal CDF per edge: (flat column indices, masses (n, 2k + 1))."""
+    from scipy.special import ndtr
+
+    pos = (m - e0) / h
+    centre = np.floor(pos)
+    z = (np.arange(-k, k + 2)[None, :] - (pos - centre)[:, None]) * (h / s)
+    cdf = ndtr(z)
+    w = np.diff(cdf, axis=1)
+    w /= w.sum(axis=1, keepdims=True)
+    cols = np.clip(centre.astype(np.int64)[:, None] + np.arange(-k, k + 1)[None, :], 0, n - 1)
+    return cols.ravel(), w

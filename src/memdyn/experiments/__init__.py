@@ -3,6 +3,7 @@
 from .base import ConfigError, Context, Experiment, Outcome
 from .collapse import Collapse
 from .degeneration import Degeneration
+from .double_descent import DoubleDescent
 from .exit_times import ExitTimes
 from .gibbs import Gibbs
 from .memorization import Memorization
@@ -15,6 +16,7 @@ from .timescales import Timescales
 #: every registered experiment, in the order of the default suite
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (Timescales(), Gibbs(), NoiseGeometry(), ThreeWells(), ExitTimes(),
                                                   Quasipotential(),
-                                                  Collapse(), Degeneration(), Refit(), Memorization())}
+                                                  Collapse(), Degeneration(), Refit(), Memorization(),
+                                                  DoubleDescent())}
 
 __all__ = ["EXPERIMENTS", "ConfigError", "Context", "Experiment", "Outcome"]

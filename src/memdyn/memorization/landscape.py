@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
-from ..landscapes import Landscape, _check_theta
+from ..landscapes import Landscape, SlowlyDriven, _check_theta
 
 __all__ = ["MemorizingLandscape", "ModulatedMemorizingLandscape"]
 
@@ -147,18 +147,18 @@ class MemorizingLandscape(Landscape):
         return f"MemorizingLandscape(n={self.n}, D={self.dim}, bandwidth={self.h:g}, c={self.c:g})"
 
 
-class ModulatedMemorizingLandscape(Landscape):
+class ModulatedMemorizingLandscape(SlowlyDriven):
     """The memorization model with a slow variable: theta = (x, y), x in R^D a probe's output,
     y a scalar capacity that moves the memorization weight,
 
         c(y) = c_lo + (c_hi - c_lo) clip(y, 0, 1),
-        F(x, y) = F0(x; c(y)) + eps (y - y_target)^2 / 2.
+        F(x, y) = F0(x; c(y)) + eps (y - y_target)^2 / 2,
 
-    The field the engine follows is (grad_x F0(x; c(y)), eps (y - y_target)): y is driven by its own
-    loss with weight eps and relaxes to y_target at rate a eps per step,
-    y_k = y_target + (y_0 - y_target)(1 - a eps)^k (with no noise on y). The pull of one probe on
-    the shared capacity, c'(y) dF0/dc, is left out (modelling choice: the capacity belongs to the
-    whole model, and one probe's share of its gradient vanishes as the number of probes grows).
+    a :class:`memdyn.landscapes.SlowlyDriven` landscape: y relaxes to y_target at rate a eps per
+    step, y_k = y_target + (y_0 - y_target)(1 - a eps)^k (with no noise on y), and the pull of one
+    probe on the shared capacity, c'(y) dF0/dc, is left out (modelling choice: the capacity belongs
+    to the whole model, and one probe's share of its gradient vanishes as the number of probes
+    grows).
 
     Parameters
     ----------
@@ -176,14 +176,8 @@ class ModulatedMemorizingLandscape(Landscape):
         for name, v in (("c_lo", c_lo), ("c_hi", c_hi)):
             if not 0 < v < 1:
                 raise ValueError(f"{name} must be in (0, 1), got {v}")
-        if not (np.isfinite(eps) and eps > 0):
-            raise ValueError(f"eps must be > 0, got {eps}")
-        if not np.isfinite(y_target):
-            raise ValueError(f"y_target must be finite, got {y_target}")
+        super().__init__(base.dim, eps, y_target)
         self.base, self.c_lo, self.c_hi = base, float(c_lo), float(c_hi)
-        self.eps, self.y_target = float(eps), float(y_target)
-        self.fast_dim = base.dim
-        self.dim = base.dim + 1
 
     def c_of(self, y):
         """c(y), for a number, an array or a tensor."""
@@ -194,21 +188,11 @@ class ModulatedMemorizingLandscape(Landscape):
         """The y at which c(y) = c (c between c_lo and c_hi)."""
         return (c - self.c_lo) / (self.c_hi - self.c_lo)
 
-    def slow_path(self, y0: float, step: float, k) -> np.ndarray:
-        """y_k of the noise-free slow recursion y_{k+1} = y_k - a eps (y_k - y_target)."""
-        return self.y_target + (y0 - self.y_target) * (1 - step * self.eps) ** np.asarray(k, dtype=np.float64)
+    def fast_value(self, x, c):
+        return self.base._value(x, c)
 
-    def value(self, theta):
-        _check_theta(theta, self.dim)
-        x, y = theta[:, :-1], theta[:, -1]
-        return self.base._value(x.contiguous(), self.c_of(y)) + 0.5 * self.eps * (y - self.y_target) ** 2
-
-    def grad(self, theta):
-        _check_theta(theta, self.dim)
-        out = torch.empty_like(theta)
-        out[:, :-1] = self.base._grad(theta[:, :-1].contiguous(), self.c_of(theta[:, -1]))
-        out[:, -1] = self.eps * (theta[:, -1] - self.y_target)
-        return out
+    def fast_grad(self, x, c):
+        return self.base._grad(x, c)
 
     def __repr__(self) -> str:
         return (f"ModulatedMemorizingLandscape({self.base!r}, c in [{self.c_lo:g}, {self.c_hi:g}], eps={self.eps:g}, "
