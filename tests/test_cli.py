@@ -40,6 +40,11 @@ def test_list_and_config(tmp_path):
     ("memorization", ["--set", "probes=500", "--set", "chains=100"], "memorization.probes=500"),
     ("memorization", ["--set", "sigma=20"], "too high for exits within the budget"),
     ("memorization", ["--set", "step=3e-3"], "memorization.step"),
+    ("noise-mitigation", ["--set", "alpha_low=1.5"], "noise-mitigation.alpha_low=1.5"),
+    ("noise-mitigation", ["--set", "sigma_factor=1.6"], "noise-mitigation.sigma_factor"),
+    ("double-descent", ["--set", "eps=0,0.01,0.02"], "double-descent.eps"),
+    ("double-descent", ["--set", "y_target=0.3"], "never removes the left branch"),
+    ("double-descent", ["--set", "sigma=0"], "double-descent.sigma=0"),
 ])
 def test_bad_input_exits_2_with_one_line(tmp_path, name, args, needle):
     out = memdyn("run", name, "--quick", *args, "--out", "D", cwd=tmp_path)

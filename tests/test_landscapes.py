@@ -135,3 +135,26 @@ def test_multiwell_matches_double_well_and_places_critical_points():
     assert float(g.abs().max()) < 1e-12
     with pytest.raises(ValueError, match="odd number"):
         MultiWell([-1, 0, 1, 2])
+
+
+def test_driven_tilted_well_fold_branches_and_field():
+    import math
+
+    from memdyn import DoubleWell, DrivenTiltedWell
+
+    land = DrivenTiltedWell(eps=0.01, y_target=0.8)
+    c_f, x_f = land.fold("left")
+    assert c_f == pytest.approx(2 / (3 * math.sqrt(3)), abs=1e-12) and x_f == pytest.approx(-1 / math.sqrt(3), abs=1e-12)
+    assert land.fold("right")[0] == pytest.approx(-c_f, abs=1e-12)
+    x_l = land.branch(0.1, "left")
+    assert x_l ** 3 - x_l - 0.1 == pytest.approx(0, abs=1e-10) and x_l < x_f
+    assert math.isnan(land.branch(c_f + 1e-3, "left")) and not math.isnan(land.branch(c_f - 1e-3, "left"))
+    th = torch.tensor([[-1.2, 0.3], [0.4, -0.5]], dtype=torch.float64)
+    g = land.grad(th)
+    assert torch.allclose(g[:, 0], th[:, 0] ** 3 - th[:, 0] - th[:, 1])
+    assert torch.allclose(g[:, 1], 0.01 * (th[:, 1] - 0.8))
+    assert land.slow_path(-0.8, 0.05, [0, 10])[1] == pytest.approx(0.8 - 1.6 * (1 - 0.05 * 0.01) ** 10)
+    # an asymmetric well: the fold sits where W'' = 0 left of the barrier
+    w = DoubleWell(-1.0, 0.2, 1.5, 2.0)
+    c_f, x_f = DrivenTiltedWell(0.01, 2.0, w).fold("left")
+    assert float(w.d2f(x_f)) == pytest.approx(0, abs=1e-9) and c_f == pytest.approx(float(w.df(x_f)))

@@ -112,3 +112,24 @@ def test_sde_exit_time_2d_keeps_relative_accuracy_at_huge_times_and_converges_at
                 for h in (0.02, 0.01)]
         assert abs(errs[1]) < 3e-3
         assert 3.0 < errs[0] / errs[1] < 5.0  # O(h^2)
+
+
+def test_driven_chain_with_frozen_control_matches_the_static_exit_time():
+    """With eps ~ 0 the control stays at y0, and F0(x; y0) = W(x) - y0 x is a double well whose
+    critical points are the roots of x^3 - x - y0: the mean first passage must be the static exact
+    chain's mean exit time; the free law keeps its mass."""
+    from memdyn import DoubleWell, DrivenTiltedWell
+    from memdyn.reference import driven_chain_1d, exit_time_1d
+
+    y0, a, sigma = 0.3, 0.05, 1.0
+    roots = np.sort(np.roots([1.0, 0.0, -1.0, -y0]).real)
+    static = DoubleWell(*roots)
+    land = DrivenTiltedWell(1e-12, 1.0)
+    start, b = roots[0], roots[1] + 0.3
+    ref = exit_time_1d(static, sigma, a, start, b, lower=-3.0)
+    r = driven_chain_1d(land, sigma, a, y0, 6000, start, -3.0, 2.5, [b], observe=np.ones_like, at=[0, 3000, 6000])
+    assert r.passage[0].value == pytest.approx(ref, rel=2e-3)
+    assert r.passage[0].bias < 1e-2 * ref
+    assert all(o.value == pytest.approx(1.0, abs=1e-9) for o in r.observed)
+    with pytest.raises(ValueError, match="not passed within"):
+        driven_chain_1d(land, sigma, a, y0, 50, start, -3.0, 2.5, [b])

@@ -8,6 +8,7 @@ from .exit_times import ExitTimes
 from .gibbs import Gibbs
 from .memorization import Memorization
 from .noise_geometry import NoiseGeometry
+from .noise_mitigation import NoiseMitigation
 from .quasipotential import Quasipotential
 from .refit import Refit
 from .three_wells import ThreeWells
@@ -17,6 +18,6 @@ from .timescales import Timescales
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (Timescales(), Gibbs(), NoiseGeometry(), ThreeWells(), ExitTimes(),
                                                   Quasipotential(),
                                                   Collapse(), Degeneration(), Refit(), Memorization(),
-                                                  DoubleDescent())}
+                                                  NoiseMitigation(), DoubleDescent())}
 
 __all__ = ["EXPERIMENTS", "ConfigError", "Context", "Experiment", "Outcome"]

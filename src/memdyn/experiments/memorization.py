@@ -139,8 +139,6 @@ class Memorization(Experiment):
                               "too high for the budget: raise max_steps or the step")
 
     def run(self, cfg, ctx: Context) -> Outcome:
-        import torch
-
         th = _theory(cfg.n_train, cfg.radius, cfg.bandwidth, cfg.c, cfg.sigma)
         S = _ring(cfg.n_train, cfg.radius)
         land = MemorizingLandscape(S, cfg.bandwidth, cfg.c)
@@ -157,45 +155,22 @@ class Memorization(Experiment):
             raster = a == float(steps[-1])
             law = _law(cfg, a)
 
-            def cell(a=a, raster=raster, law=law, H=H):
-                obs = ProbeObserver(S, raster_probes=cfg.probes if raster else 0, raster_every=max(1, H // 600))
-                init = law["coarse"].sample(cfg.chains, ctx.seed_for("init", a))
-                sim = simulate(land, noise, a, H, cfg.chains, init=init, dtype=torch.float64,
-                               seed=ctx.seed_for("memorization", a), observers=[obs], progress=ctx.progress)
-                r = sim["probes"]
-                e = r.episodes
-                return {"length": e.length, "state": e.state, "right": e.right_censored, "chain": e.chain,
-                        "memorized": r.memorized_fraction, "raster": r.raster, "raster_steps": r.raster_steps}
-
-            c = ctx.cell(f"a={a:.6g}", cell)
-            mem = c["state"] < n
-            L, cens = c["length"][mem], c["right"][mem]
-            long = L > k0
-            fit = exponential_fit((L[long] - k0).astype(float), cens[long])
-            frac, frac_se = float(np.mean(c["memorized"])), float(np.std(c["memorized"], ddof=1) / math.sqrt(cfg.chains))
+            c = _episodes(ctx, f"a={a:.6g}", S, land, noise, a, H, cfg.chains, law["coarse"],
+                          cfg.probes if raster else 0, ("init", a), ("memorization", a))
+            fit, frac, frac_se = _residual(c, n, k0)
             rows.append({"step": a, "V_over_a": V / a, "k0": k0, "exact_chain": ref["mean"], "exact_bias": ref["bias"],
                          "mixing": ref["mixing"], "mean": fit.mean, "mean_se": fit.mean_se, "events": fit.events,
-                         "episodes": int(mem.sum()), "memorized_fraction": frac, "memorized_fraction_se": frac_se,
+                         "episodes": int(np.sum(c["state"] < n)), "memorized_fraction": frac, "memorized_fraction_se": frac_se,
                          "gibbs_fraction": law["gibbs"], "predicted_fraction": law["first_order"]})
-            claims.append(claim(f"mean episode length beyond k0 (steps), a={a:.4g}", ref["mean"], fit.mean, fit.mean_se,
-                                systematic=ref["bias"] + QSD_CUT * ref["mean"],
-                                systematic_source=("residual mesh bias of the exact chain (change from one extrapolation "
-                                                   "degree less) plus the quasi-stationary approach bound "
-                                                   f"|lambda_2/lambda_1|^k0 <= {QSD_CUT:g}"),
-                                detail=f"core-set episodes of {cfg.chains} probes over {H} steps, residual life beyond "
-                                       f"k0={k0}; exact discrete chain's quasi-stationary exit rate"
-                                       + ("" if cfg.alpha == 1 else f", with generated data (alpha={cfg.alpha:g})")))
+            claims.append(_episode_claim(f"mean episode length beyond k0 (steps), a={a:.4g}", ref, fit,
+                                         f"core-set episodes of {cfg.chains} probes over {H} steps, residual life beyond "
+                                         f"k0={k0}; exact discrete chain's quasi-stationary exit rate"
+                                         + ("" if cfg.alpha == 1 else f", with generated data (alpha={cfg.alpha:g})")))
             if cfg.alpha == 1:  # the long-run law has a closed form only for Gaussian gradient noise
-                remainder = 2 * a * float(th.curvature.max()) * abs(law["first_order"] - law["gibbs"])
-                claims.append(claim(
-                    f"fraction of time memorized (d1/d2 < 1/3), a={a:.4g}", law["first_order"], frac, frac_se,
-                    systematic=remainder + law["mesh_bias"],
-                    systematic_source=("next order of the finite-step expansion, estimated as 2 a lambda_max times the "
-                                       "first-order correction, plus the mesh bias of the integral"),
-                    detail=(f"long-run law of the landscape: Gibbs exp(-2 F0 / (a sigma^2)) gives {law['gibbs']:.4f}, the "
-                            f"discrete chain's first-order (modified-equation) correction "
-                            f"{law['first_order'] - law['gibbs']:+.4f}; FW energies with Laplace prefactors give "
-                            f"{_laplace_fraction(th, cfg.sigma, a, land):.4f}; chains start from the predicted law")))
+                claims.append(_fraction_claim(f"fraction of time memorized (d1/d2 < 1/3), a={a:.4g}", law, frac, frac_se,
+                                              a, th, f"FW energies with Laplace prefactors give "
+                                                     f"{_laplace_fraction(th, cfg.sigma, a, land):.4f}; chains start "
+                                                     "from the predicted law"))
             if raster:
                 records = c
         tab = pd.DataFrame(rows)
@@ -234,6 +209,56 @@ class Memorization(Experiment):
             claims += sweep_claims
             tables["sweeps"] = sweeps["table"]
         return Outcome(claims, tables, [_figure(cfg, land, th, tab, meas, exact, V, records, claims, sweeps)])
+
+
+def _episodes(ctx: Context, key: str, S, land, noise, a: float, H: int, chains: int, law, probes: int, init_key,
+              seed_key, schedule=None) -> dict:
+    """One cached run of ``chains`` probes for H steps from the long-run law ``law`` (its
+    :meth:`sample`): core-set episodes, memorized fractions and (``probes`` > 0) the raster.
+    ``schedule`` replaces the constant step a by a_k."""
+    import torch
+
+    def cell():
+        obs = ProbeObserver(S, raster_probes=probes, raster_every=max(1, H // 600))
+        init = law.sample(chains, ctx.seed_for(*init_key))
+        sim = simulate(land, noise, a if schedule is None else schedule, H, chains, init=init, dtype=torch.float64,
+                       seed=ctx.seed_for(*seed_key), observers=[obs], progress=ctx.progress)
+        r = sim["probes"]
+        e = r.episodes
+        return {"length": e.length, "state": e.state, "right": e.right_censored, "chain": e.chain, "start": e.start,
+                "memorized": r.memorized_fraction, "raster": r.raster, "raster_steps": r.raster_steps}
+
+    return ctx.cell(key, cell)
+
+
+def _residual(c: dict, n: int, k0: int):
+    """The memorizing episodes' residual life beyond k0 (censoring-aware exponential MLE) and the
+    fraction of time memorized with its standard error over probes: (fit, fraction, se)."""
+    mem = c["state"] < n
+    L, cens = c["length"][mem], c["right"][mem]
+    long = L > k0
+    fit = exponential_fit((L[long] - k0).astype(float), cens[long])
+    m = np.asarray(c["memorized"])
+    return fit, float(np.mean(m)), float(np.std(m, ddof=1) / math.sqrt(m.size))
+
+
+def _episode_claim(name: str, ref: dict, fit, detail: str):
+    """Measured mean residual episode length against the exact chain's quasi-stationary value."""
+    return claim(name, ref["mean"], fit.mean, fit.mean_se, systematic=ref["bias"] + QSD_CUT * ref["mean"],
+                 systematic_source=("residual mesh bias of the exact chain (change from one extrapolation degree less) "
+                                    f"plus the quasi-stationary approach bound |lambda_2/lambda_1|^k0 <= {QSD_CUT:g}"),
+                 detail=detail)
+
+
+def _fraction_claim(name: str, law: dict, frac: float, frac_se: float, a: float, th, detail: str):
+    """Measured fraction of time memorized against the first-order long-run law of the landscape."""
+    remainder = 2 * a * float(th.curvature.max()) * abs(law["first_order"] - law["gibbs"])
+    return claim(name, law["first_order"], frac, frac_se, systematic=remainder + law["mesh_bias"],
+                 systematic_source=("next order of the finite-step expansion, estimated as 2 a lambda_max times the "
+                                    "first-order correction, plus the mesh bias of the integral"),
+                 detail=(f"long-run law of the landscape: Gibbs exp(-2 F0 / (a sigma^2)) gives {law['gibbs']:.4f}, the "
+                         f"discrete chain's first-order (modified-equation) correction "
+                         f"{law['first_order'] - law['gibbs']:+.4f}; {detail}"))
 
 
 def _sweeps(cfg, ctx: Context, S: np.ndarray):
