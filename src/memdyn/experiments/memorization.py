@@ -58,12 +58,17 @@ QSD_CUT = 1e-3
 MAX_REFERENCE_CELLS = 30000
 
 
-class MemorizationConfig(ExperimentConfig):
+class RingModelConfig(ExperimentConfig):
+    """The memorization model's keys shared by the experiments on it."""
+
     n_train: int = Field(8, ge=3, le=24, description="training points, on a circle")
     radius: float = Field(1.0, gt=0, le=100, description="radius of the circle of training points")
     bandwidth: float = Field(0.1, gt=0, le=10, description="h: width of the memorizing components")
     c: float = Field(0.2, gt=0, lt=1, description="memorization weight c of the density mixture")
     sigma: float = Field(28.0, gt=0, le=1e4, description="gradient-noise scale sigma")
+
+
+class MemorizationConfig(RingModelConfig):
     step: float = Field(1e-3, gt=0, le=1, description="largest step a of the grid")
     step_ratio: float = Field(0.7, ge=0.3, le=0.95, description="smallest step / largest step")
     n_steps: int = Field(3, ge=3, le=6, description="step sizes on the grid")

@@ -40,21 +40,16 @@ from ..claims import claim
 from ..memorization import GeneratedData, MemorizingLandscape
 from ..memorization.sweeps import survival
 from ..noise import Gaussian
-from .base import ConfigError, Context, Experiment, ExperimentConfig, Figure, Outcome
-from .memorization import (CELLS_PER_KICK_2D, MAX_REFERENCE_CELLS, QSD_CUT, _episode_claim, _episode_set, _episodes,
-                           _fraction_claim, _law_cached, _reference_cached, _residual, _ring, _theory)
+from .base import ConfigError, Context, Experiment, Figure, Outcome
+from .memorization import (CELLS_PER_KICK_2D, MAX_REFERENCE_CELLS, QSD_CUT, RingModelConfig, _episode_claim, _episode_set,
+                           _episodes, _fraction_claim, _law_cached, _reference_cached, _residual, _ring, _theory)
 
 #: steps of the exact-rate grid of the decaying schedule, relative to the base step (the ``memorization``
 #: experiment's default grid, so that a default run computes these exact rates once)
 SCHEDULE_GRID = np.linspace(0.7, 1.0, 3)
 
 
-class NoiseMitigationConfig(ExperimentConfig):
-    n_train: int = Field(8, ge=3, le=24, description="training points, on a circle")
-    radius: float = Field(1.0, gt=0, le=100, description="radius of the circle of training points")
-    bandwidth: float = Field(0.1, gt=0, le=10, description="h: width of the memorizing components")
-    c: float = Field(0.2, gt=0, lt=1, description="memorization weight c of the density mixture")
-    sigma: float = Field(28.0, gt=0, le=1e4, description="base gradient-noise scale sigma")
+class NoiseMitigationConfig(RingModelConfig):
     step: float = Field(1e-3, gt=0, le=1, description="base step a")
     step_factor: float = Field(1.15, gt=1, le=2, description="the raised step is a * step_factor")
     sigma_factor: float = Field(1.05, gt=1, le=2, description="the raised noise is sigma * sigma_factor")
