@@ -110,7 +110,8 @@ class NoiseMitigation(Experiment):
         need = cfg.horizon * self.reference(cfg, a, sigma, alpha)["mean"]
         if need > cfg.max_steps:
             raise ConfigError(f"invalid value for noise-mitigation.max_steps={cfg.max_steps}: the alpha_low setting needs "
-                              f"{need:.0f} iterations ({cfg.horizon:g} exact mean episodes); raise max_steps or alpha_low")
+                              f"{need:.0f} iterations ({cfg.horizon:g} exact mean episodes): the barrier is too high for the "
+                              "budget; raise max_steps, alpha_low, the step or sigma")
 
     def run(self, cfg, ctx: Context) -> Outcome:
         S = _ring(cfg.n_train, cfg.radius)
