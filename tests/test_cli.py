@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -76,6 +77,9 @@ def test_quick_timescales_end_to_end_and_reproducible(tmp_path):
     assert all(c["experiment"] == "timescales" for c in res["claims"])
     assert {"name", "predicted", "measured", "ci_low", "ci_high", "tolerance", "holds"} <= set(res["claims"][0])
     assert set(res["versions"]) >= {"numpy", "torch", "python"} and res["timings"]["timescales"] > 0
+    table = out.stdout.split("time per experiment:")[1]
+    n = len(res["claims"])
+    assert re.search(rf"timescales +[0-9.]+ s +{n}/{n} claims hold", table) and re.search(r"total +[0-9.]+ s", table)
     for t in ("covariance", "relaxation", "tracking"):
         df = pd.read_parquet(tmp_path / f"A/timescales/tables/{t}.parquet")
         assert len(df) and not df.isna().any().any()

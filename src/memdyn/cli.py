@@ -65,6 +65,7 @@ def run(
         mark = "holds" if c["holds"] else "FAILS"
         typer.echo(f"  [{mark}] {c['experiment']}: {c['name']}: predicted {c['predicted']:.5g}, measured "
                    f"{c['measured']:.5g} (95% CI {c['ci_low']:.5g} .. {c['ci_high']:.5g})")
+    _time_table(summary)
     typer.echo(f"report: {summary.out / 'report.html'}")
     if summary.errors or failed:
         for name, msg in summary.errors.items():
@@ -72,6 +73,20 @@ def run(
         if failed:
             typer.echo(f"memdyn: {len(failed)} of {len(summary.claims)} claims fail", err=True)
         raise typer.Exit(1)
+
+
+def _time_table(summary) -> None:
+    """Seconds and verdicts per experiment, from the run directory (resumed experiments included)."""
+    import json
+
+    res = json.loads((summary.out / "results.json").read_text())
+    rows = [(name, res["timings"].get(name), e) for name, e in res["experiments"].items()]
+    width = max(len(name) for name, _, _ in rows)
+    typer.echo("time per experiment:")
+    for name, sec, e in rows:
+        verdict = f"{e['hold']}/{e['claims']} claims hold" if e["status"] == "ok" else e["status"]
+        typer.echo(f"  {name:<{width}}  {'' if sec is None else f'{sec:7.1f} s'}  {verdict}")
+    typer.echo(f"  {'total':<{width}}  {sum(v for v in res['timings'].values()):7.1f} s")
 
 
 @app.command("calibrate")
