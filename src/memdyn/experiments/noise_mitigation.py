@@ -230,9 +230,8 @@ class NoiseMitigation(Experiment):
         c = _episodes(ctx, f"schedule_kd={k_d:.6g}", S, land, Gaussian(cfg.sigma), a0, K, cfg.schedule_chains,
                       _OnPoints, 0, ("schedule-init",), ("schedule",), schedule=step_k)
         first = (c["start"] == 0) & (c["state"] < n)
-        length = np.where(first, c["length"], 0)
-        stay = np.zeros(cfg.schedule_chains, dtype=np.int64)
-        stay[c["chain"][first]] = length[first]
+        stay = np.zeros(cfg.schedule_chains, dtype=np.int64)  # steps each probe spent in its first episode
+        stay[c["chain"][first]] = c["length"][first]
         measured = float(np.mean(stay > K))
         se = math.sqrt(predicted * (1 - predicted) / cfg.schedule_chains)
         kappa0 = 1 / refs[-1]["mean"]
@@ -248,7 +247,7 @@ class NoiseMitigation(Experiment):
                            f"{constant:.2g} (every episode ends)"))
         ks = np.arange(K + 1)
         alive = (stay[None, :] > ks[:, None]).mean(axis=1)
-        a_path = np.array([step_k(int(k)) for k in ks[:-1]])
+        a_path = np.r_[np.full(burn, a0), steps_after_burn(k_d, False)[:K - burn]]
         n_dec = K - burn
         cum = np.zeros(K + 1)
         for lagged in (False, True):  # the midpoint of the two laws, as in the prediction
