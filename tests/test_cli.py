@@ -151,3 +151,38 @@ def test_calibrate_reports_z_distribution_and_resumes(tmp_path):
     assert (tmp_path / "C/seed-500/degeneration/results.json").stat().st_mtime_ns == stamp
     bad = memdyn("calibrate", "degeneration", "--seeds", "1", cwd=tmp_path)
     assert bad.returncode == 2 and "seeds=1" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_diffusion_train_end_to_end_and_resume(tmp_path):
+    args = ["diffusion", "train", "--dataset", "digits8", "--n", "16", "--width", "32", "--steps", "120", "--every",
+            "40", "--probes", "8", "--sample-steps", "5", "--out", "D", "--no-progress"]
+    out = memdyn(*args, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "f_mem:" in out.stdout and "report:" in out.stdout
+    d = tmp_path / "D"
+    for f in ("report.html", "history.parquet", "f_mem.parquet", "episodes.parquet", "raster.png", "samples.png",
+              "f_mem.png", "checkpoint.pt"):
+        assert (d / f).exists(), f
+    hist = pd.read_parquet(d / "history.parquet")
+    assert hist["step"].unique().tolist() == [0, 40, 80, 120] and len(hist) == 32
+    # rerun with more steps and the same settings otherwise: refused (other settings), then resumed with the same
+    again = memdyn(*[a if a != "120" else "200" for a in args], cwd=tmp_path)
+    assert again.returncode == 2 and "other settings (steps)" in again.stderr
+    same = memdyn(*args, cwd=tmp_path)
+    assert same.returncode == 0
+    assert pd.read_parquet(d / "history.parquet").equals(hist)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--dataset", "cifar10"], "dataset"),
+    (["--n", "1"], "n:"),
+    (["--every", "0"], "every:"),
+    (["--lr", "-1"], "lr:"),
+    (["--model", "transformer"], "model:"),
+    (["--dataset", "gmm", "--model", "unet"], "needs image data"),
+])
+def test_diffusion_train_bad_input_exits_2(tmp_path, args, needle):
+    out = memdyn("diffusion", "train", *args, "--steps", "1", "--out", "D", "--no-progress", cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in out.stderr

@@ -16,13 +16,23 @@ def test_readme_python_examples_run(tmp_path, monkeypatch):
         exec(compile(block, "README.md", "exec"), ns)
 
 
-def test_memorization_page_example_runs(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "docs/memorization.md").read_text(), re.S)
+def _run_page(page: str) -> dict:
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / page).read_text(), re.S)
     assert blocks
     ns: dict = {}
     for block in blocks:
-        exec(compile(block, "docs/memorization.md", "exec"), ns)
+        exec(compile(block, page, "exec"), ns)
+    return ns
+
+
+def test_memorization_page_example_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _run_page("docs/memorization.md")
+
+
+def test_diffusion_page_example_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert len(_run_page("docs/diffusion.md")["monitor"].f_mem()) == 4
 
 
 def test_no_reference_outside_the_repository():

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-import memdyn.memorization.probes as mod
+from memdyn import metrics
 from memdyn.episodes import core_sets
 from memdyn.memorization import nearest_two, probe_states
 
@@ -61,8 +61,8 @@ def test_bad_thresholds(kwargs, match):
 
 
 def test_bad_shapes():
-    with pytest.raises(ValueError, match="same D"):
+    with pytest.raises(ValueError, match="differ in size"):
         nearest_two(np.zeros((3, 2)), np.zeros((4, 3)))
     with pytest.raises(ValueError, match="at least 2 points"):
         nearest_two(np.zeros((3, 2)), np.zeros((1, 2)))
-    assert mod.BLOCK > 0
+    assert metrics.BLOCK > 0

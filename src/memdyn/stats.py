@@ -26,7 +26,7 @@ import numpy as np
 from scipy import stats as _st
 
 __all__ = ["MISFIT_P", "LineFit", "Extrapolation", "ZSummary", "mean_se", "line_fit", "extrapolate", "z_summary",
-           "binomial_se", "bootstrap_se"]
+           "binomial_se", "bootstrap_se", "bootstrap_ci", "clopper_pearson"]
 
 #: a line fit whose chi^2 p-value is below this is flagged as inconsistent with a line
 MISFIT_P = 1e-3
@@ -57,6 +57,37 @@ def bootstrap_se(samples, statistic, *, n_boot: int = 2000, seed: int = 0) -> fl
     rng = np.random.default_rng(seed)
     reps = np.array([statistic(x[rng.integers(0, x.size, x.size)]) for _ in range(int(n_boot))])
     return float(reps.std(ddof=1))
+
+
+def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) confidence interval of a proportion from k successes in n trials:
+    the beta quantiles B(a/2; k, n - k + 1) and B(1 - a/2; k + 1, n - k), a = 1 - level; the
+    lower end is 0 when k = 0 and the upper end 1 when k = n."""
+    if not (isinstance(n, (int, np.integer)) and n >= 1):
+        raise ValueError(f"need n >= 1 trials, got {n!r}")
+    if not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    a = 1.0 - level
+    lo = 0.0 if k == 0 else float(_st.beta.ppf(a / 2, k, n - k + 1))
+    hi = 1.0 if k == n else float(_st.beta.ppf(1 - a / 2, k + 1, n - k))
+    return lo, hi
+
+
+def bootstrap_ci(samples, statistic=np.mean, *, level: float = 0.95, n_boot: int = 2000,
+                 seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of ``statistic(samples)`` over independent
+    samples (for a share of probes: resample the probes)."""
+    x = np.asarray(samples, dtype=np.float64).ravel()
+    if x.size < 1:
+        raise ValueError("need at least 1 sample for a bootstrap interval")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    rng = np.random.default_rng(seed)
+    reps = np.array([statistic(x[rng.integers(0, x.size, x.size)]) for _ in range(int(n_boot))])
+    a = 1.0 - level
+    return float(np.quantile(reps, a / 2)), float(np.quantile(reps, 1 - a / 2))
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from .base import ConfigError, Context, Experiment, Outcome
 from .collapse import Collapse
 from .degeneration import Degeneration
+from .diffusion_calibration import DiffusionCalibration
 from .double_descent import DoubleDescent
 from .exit_times import ExitTimes
 from .gibbs import Gibbs
@@ -18,6 +19,6 @@ from .timescales import Timescales
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (Timescales(), Gibbs(), NoiseGeometry(), ThreeWells(), ExitTimes(),
                                                   Quasipotential(),
                                                   Collapse(), Degeneration(), Refit(), Memorization(),
-                                                  NoiseMitigation(), DoubleDescent())}
+                                                  NoiseMitigation(), DoubleDescent(), DiffusionCalibration())}
 
 __all__ = ["EXPERIMENTS", "ConfigError", "Context", "Experiment", "Outcome"]

@@ -18,52 +18,30 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..metrics import knn
+
 __all__ = ["ProbeStates", "nearest_two", "probe_states"]
-
-#: probes x training points compared at once
-BLOCK = 1 << 24
-
 
 def nearest_two(x, train, *, block: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Index of the nearest training point and the distances d1 <= d2 to the two nearest.
 
     Parameters
     ----------
-    x : array_like or Tensor (probes, D)
-    train : array_like or Tensor (n >= 2, D)
+    x : array_like or Tensor (probes, ...)
+    train : array_like or Tensor (n >= 2, ...) with the probes' item shape
     block : int, optional
-        Probes x points per chunk (default BLOCK); results do not depend on it.
+        Probes x points per chunk (:func:`memdyn.metrics.knn`); results do not depend on it.
 
     Returns
     -------
     nearest : ndarray (probes,) int64
     d1, d2 : ndarray (probes,) float64
     """
-    X = torch.as_tensor(x)
-    S = torch.as_tensor(train, dtype=X.dtype if X.is_floating_point() else torch.float64, device=X.device)
-    X = X.to(S.dtype)
-    if X.ndim != 2 or S.ndim != 2 or X.shape[1] != S.shape[1]:
-        raise ValueError(f"x and train must be (probes, D) and (n, D) with the same D, got {tuple(X.shape)} and "
-                         f"{tuple(S.shape)}")
-    if S.shape[0] < 2:
-        raise ValueError(f"train needs at least 2 points for d2, got {S.shape[0]}")
-    step = max(1, (block or BLOCK) // S.shape[0])
-    sq = (S * S).sum(1)
-    near, d1, d2 = [], [], []
-    for k in range(0, X.shape[0], step):
-        xb = X[k:k + step]
-        d = ((xb * xb).sum(1, keepdim=True) + sq[None, :] - 2.0 * xb @ S.T).clamp_min_(0.0)
-        val, idx = torch.topk(d, 2, dim=1, largest=False)
-        # the two nearest again, exactly (no cancellation in |x|^2 + |s|^2 - 2 x.s near a point)
-        exact = ((xb[:, None, :] - S[idx]) ** 2).sum(2).sqrt()
-        near.append(idx[:, 0])
-        d1.append(exact[:, 0])
-        d2.append(exact[:, 1])
-    nearest = torch.cat(near).cpu().numpy().astype(np.int64)
-    d1, d2 = torch.cat(d1).double().cpu().numpy(), torch.cat(d2).double().cpu().numpy()
-    swap = d1 > d2  # the expansion's order can differ from the exact one at ties
-    d1[swap], d2[swap] = d2[swap], d1[swap].copy()
-    return nearest, d1, d2
+    n = int(torch.as_tensor(train).shape[0])
+    if n < 2:
+        raise ValueError(f"train needs at least 2 points for d2, got {n}")
+    idx, d = knn(x, train, 2, backend="torch", block=block)
+    return idx[:, 0], d[:, 0].copy(), d[:, 1].copy()
 
 
 @dataclass(frozen=True)
@@ -95,7 +73,7 @@ class ProbeStates:
 
 
 def probe_states(x, train, *, memorized_below: float = 1 / 3, enter: float | None = None,
-                 free: float = 0.6) -> ProbeStates:
+                 free: float = 0.6, backend: str = "torch") -> ProbeStates:
     """Nearest training point, d1, d2, d1/d2, memorized and the core-set label of each probe.
 
     Parameters
@@ -110,14 +88,19 @@ def probe_states(x, train, *, memorized_below: float = 1 / 3, enter: float | Non
         Core of point i: d1/d2 below this with i nearest (default: ``memorized_below``).
     free : float
         Free core: d1/d2 above this (default 0.6); must exceed ``enter``.
+    backend : {'torch', 'faiss', 'auto'}
+        Nearest-neighbour search (:func:`memdyn.metrics.knn`); the answers do not depend on it.
     """
     enter = memorized_below if enter is None else enter
     if not 0 < memorized_below <= 1:
         raise ValueError(f"memorized_below must be in (0, 1], got {memorized_below}")
     if not (0 < enter < free <= 1):
         raise ValueError(f"need 0 < enter < free <= 1, got enter={enter}, free={free}")
-    nearest, d1, d2 = nearest_two(x, train)
     n = int(torch.as_tensor(train).shape[0])
+    if n < 2:
+        raise ValueError(f"train needs at least 2 points for d2, got {n}")
+    idx, d = knn(x, train, 2, backend=backend)
+    nearest, d1, d2 = idx[:, 0], d[:, 0], d[:, 1]
     ratio = np.divide(d1, d2, out=np.zeros_like(d1), where=d2 > 0)
     label = np.full(nearest.shape, -1, dtype=np.int64)
     core = ratio < enter

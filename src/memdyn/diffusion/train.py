@@ -1,0 +1,171 @@
+"""A DDPM training loop that reads top to bottom: constant learning rate, optional EMA,
+checkpoints that resume bit-identically, and a memorization monitor attached.
+
+Randomness: the batches, time steps and noise come from one ``torch.Generator`` seeded by
+``seed`` (never the global generator), and its state is saved in every checkpoint, so a resumed
+run equals an uninterrupted one bit for bit.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..store import atomic_write
+from .schedule import NoiseSchedule
+
+__all__ = ["TrainResult", "train"]
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` leaves behind.
+
+    Attributes
+    ----------
+    model : nn.Module
+        The trained model (the EMA copy when ``ema`` is set: what one samples from).
+    raw : nn.Module
+        The model the optimizer updated.
+    losses : list of float
+        Training loss per step (of this call; a resumed run holds the steps it ran).
+    steps : int
+        Optimizer steps done in total.
+    """
+
+    model: torch.nn.Module
+    raw: torch.nn.Module
+    losses: list
+    steps: int
+
+
+def _save(path: Path, state: dict) -> None:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write(path, buf.getvalue())
+
+
+def train(model: torch.nn.Module, data: torch.Tensor, *, steps: int, lr: float, schedule: NoiseSchedule | None = None,
+          optimizer: str = "adam", batch_size: int = 64, ema: float | None = None, seed: int = 0, monitor=None,
+          checkpoint: str | Path | None = None, checkpoint_every: int = 1000, progress: bool = True) -> TrainResult:
+    """Train a denoiser on ``data`` with the DDPM loss at a constant learning rate.
+
+    Each step draws ``batch_size`` items uniformly with replacement, t uniform in 0 .. T - 1 and
+    eps ~ N(0, I), and takes one optimizer step on mean |model(x_t, t) - target|^2, the target
+    being x0, v or eps as ``model.prediction`` says.
+
+    Parameters
+    ----------
+    model : nn.Module with attribute ``prediction``
+    data : Tensor (n, ...)
+        Training items in [-1, 1].
+    steps : int
+        Total optimizer steps (a resumed run continues up to it).
+    lr : float
+        Constant learning rate.
+    schedule : NoiseSchedule, optional
+    optimizer : {'adam', 'sgd'}
+    batch_size : int
+    ema : float, optional
+        EMA decay in (0, 1) of the weights; the EMA model is what the monitor samples.
+    seed : int
+        Seeds the batches, time steps and noise.
+    monitor : MemorizationMonitor, optional
+        ``monitor.update(step, model)`` after step 0 (before training) and every step after.
+    checkpoint : path, optional
+        Where to save {model, optimizer, EMA, generator, monitor, step}; when it exists the run
+        resumes from it.
+    checkpoint_every : int
+        Steps between checkpoints (one is also written at the end).
+    progress : bool
+        Show a progress bar with the loss and, with a monitor, f_mem.
+    """
+    schedule = schedule or NoiseSchedule()
+    if not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+    if optimizer not in ("adam", "sgd"):
+        raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if ema is not None and not 0 < ema < 1:
+        raise ValueError(f"ema must be in (0, 1) or None, got {ema!r}")
+    if data.ndim < 2 or data.shape[0] < 1:
+        raise ValueError(f"data must be (n >= 1, ...), got {tuple(data.shape)}")
+    if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be an integer >= 1, got {checkpoint_every!r}")
+    device = next(model.parameters()).device
+    data = data.to(device)
+    opt = (torch.optim.Adam(model.parameters(), lr=lr) if optimizer == "adam"
+           else torch.optim.SGD(model.parameters(), lr=lr))
+    shadow = copy.deepcopy(model).requires_grad_(False) if ema is not None else None
+    gen = torch.Generator(device=device).manual_seed(int(seed))
+    done = 0
+    path = Path(checkpoint) if checkpoint is not None else None
+    if path is not None and path.exists():
+        state = torch.load(path, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        if shadow is not None:
+            shadow.load_state_dict(state["ema"])
+        gen.set_state(state["generator"].cpu() if device.type == "cpu" else state["generator"])
+        if monitor is not None and state.get("monitor") is not None:
+            monitor.load_state_dict(state["monitor"])
+        done = int(state["step"])
+
+    def sampled():
+        return shadow if shadow is not None else model
+
+    def save():
+        if path is not None:
+            _save(path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                         "ema": None if shadow is None else shadow.state_dict(), "generator": gen.get_state(),
+                         "monitor": None if monitor is None else monitor.state_dict(), "step": done})
+
+    if monitor is not None and done == 0:
+        monitor.update(0, sampled())
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, initial=done, desc="train", unit="step", dynamic_ncols=True)
+    losses = []
+    model.train()
+    while done < steps:
+        idx = torch.randint(0, data.shape[0], (batch_size,), generator=gen, device=device)
+        x0 = data[idx]
+        t = torch.randint(0, schedule.steps, (batch_size,), generator=gen, device=device)
+        eps = torch.randn(x0.shape, generator=gen, device=device)
+        a, s = schedule.coefficients(t, x0)
+        loss = (model(a * x0 + s * eps, t) - schedule.target(model.prediction, x0, eps, t)).pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if shadow is not None:
+            with torch.no_grad():
+                for p, q in zip(shadow.parameters(), model.parameters()):
+                    p.lerp_(q, 1.0 - ema)
+        done += 1
+        losses.append(loss.item())
+        if not math.isfinite(losses[-1]):
+            raise FloatingPointError(f"training diverged at step {done}: loss {losses[-1]} (lower lr={lr})")
+        if monitor is not None:
+            monitor.update(done, sampled())
+        if done % checkpoint_every == 0:
+            save()
+        if bar is not None:
+            post = {"loss": f"{losses[-1]:.4f}"}
+            if monitor is not None and monitor.last is not None:
+                post["f_mem"] = f"{monitor.last:.2f}"
+            bar.set_postfix(post, refresh=False)
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    save()
+    return TrainResult(sampled(), model, losses, done)
