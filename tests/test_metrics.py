@@ -64,15 +64,16 @@ def test_tiled_l2_catches_shifts_that_the_pixel_ratio_misses():
 
 
 def test_noisy_copy_law_matches_simulation():
-    """The bracket from exact per-neighbour laws against 4000 simulated copies per level."""
+    """The bracket from exact per-neighbour laws against 4000 simulated copies per level, per item."""
     rng = np.random.default_rng(1)
     S = torch.from_numpy(rng.normal(size=(12, 200)))
     nn = torch.cdist(S, S).fill_diagonal_(math.inf).amin(1).median().item()
     g = torch.Generator().manual_seed(3)
     for f in (0.7, 1.0, 1.3):
         sigma = f * nn / math.sqrt(8 * 200)
-        lo, hi = metrics.noisy_copy_detection(S, sigma)
-        assert (lo <= hi + 1e-12).all()
+        law = metrics.noisy_copy_detection(S, sigma)
+        lo, hi = law.lower, law.upper
+        assert (lo <= law.estimate + 1e-12).all() and (law.estimate <= hi + 1e-12).all()
         c = 4000
         x = S.repeat(c, 1) + sigma * torch.randn(c * 12, 200, generator=g, dtype=torch.float64)
         rate = probe_states(x, S).memorized.reshape(c, 12).mean(0)

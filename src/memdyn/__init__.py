@@ -5,7 +5,8 @@ The public API is re-exported here; everything else is private.
 
 from .collapse import exact_fit, gaussian_refit
 from .dynamics import BLOCK, DivergenceError, Simulation, fast_equilibrium, fast_ode, simulate, slow_ode
-from . import episodes, ldp, memorization, reference, stats
+from . import diffusion, episodes, influence, ldp, memorization, metrics, reference, stats
+from .monitor import MemorizationMonitor
 from .episodes import Episodes, StreamingDetector, core_sets
 from .landscapes import (
     BentDoubleWell,
@@ -35,6 +36,7 @@ __all__ = [
     "TiltedWell", "Modulated", "SlowlyDriven", "DrivenTiltedWell", "LeastSquares", "MultiWell",
     "Noise", "Gaussian", "StateDependentGaussian", "StudentT", "Minibatch", "s1_noise",
     "episodes", "ldp", "memorization", "reference", "stats", "Episodes", "StreamingDetector", "core_sets",
+    "diffusion", "influence", "metrics", "MemorizationMonitor",
     "MarkovChain", "gth_stationary", "sparse_lu", "exact_fit", "gaussian_refit",
     "Observer", "ExitTime", "Trace", "Moments", "Occupation", "FirstPassage", "intervals",
     "__version__",

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["BLOCK", "TiledDistance", "carlini_score", "faiss_available", "knn", "noisy_copy_detection", "tiled_l2"]
+__all__ = ["BLOCK", "NoisyCopyLaw", "TiledDistance", "carlini_score", "faiss_available", "knn", "noisy_copy_detection",
+           "tiled_l2"]
 
 #: samples x training items compared at once
 BLOCK = 1 << 24
@@ -211,19 +212,26 @@ def noisy_copy_detection(train, sigma: float, *, threshold: float = 1 / 3, quant
     """Probability that a noisy copy x = s_i + sigma z (z ~ N(0, I_D)) of each training item is
     flagged by the nearest-neighbour ratio, bracketed.
 
-    The copy is flagged iff |x - s_j| > |x - s_i| / threshold for every j != i. With
-    delta_j = |s_j - s_i|, G_j = z . u_j (u_j the unit vector from s_i to s_j) and
-    R_j = |z|^2 - G_j^2 ~ chi^2_{D-1} independent of G_j ~ N(0, 1), the event for one j is the
-    quadratic (1/threshold^2 - 1) sigma^2 (G^2 + R) + 2 sigma delta G - delta^2 < 0 in G, so its
-    probability P_j is exact (a normal probability between the roots, averaged over R on
-    ``quantiles`` quantile midpoints of chi^2_{D-1}). The intersection over j is bracketed:
-    max(0, 1 - sum_j (1 - P_j)) <= P <= min_j P_j.
+    The copy is flagged iff |x - s_j| > |x - s_i| / threshold for every j != i. With Q = |z|^2,
+    delta_j = |s_j - s_i| and cos_j the cosine between z and s_j - s_i, this is
+
+        k sigma^2 Q < delta_j^2 + 2 sigma delta_j sqrt(Q) cos_j   for all j,   k = 1/threshold^2 - 1.
+
+    Given Q, z / sqrt(Q) is uniform on the sphere, so (1 + cos_j) / 2 ~ Beta((D-1)/2, (D-1)/2)
+    exactly and each event's conditional probability P_j(Q) is a beta probability. Q, shared by
+    all events, is integrated exactly over ``quantiles`` quantile midpoints of chi^2_D; only the
+    intersection over j at fixed Q is bracketed:
+    E_Q[max(0, 1 - sum_j (1 - P_j(Q)))] <= P <= E_Q[min_j P_j(Q)],
+    and estimated by E_Q[prod_j P_j(Q)] (the directions cos_j taken as independent given Q; the
+    bracket bounds its error). Positively correlated directions push the truth from the estimate
+    towards the upper end.
 
     Returns
     -------
-    lower, upper : ndarray (n,)
-        Bounds on each item's detection probability.
+    NoisyCopyLaw
+        Per-item arrays ``lower``, ``estimate``, ``upper``.
     """
+    from scipy import special
     from scipy import stats as st
 
     S = _flat(train).double()
@@ -235,17 +243,31 @@ def noisy_copy_detection(train, sigma: float, *, threshold: float = 1 / 3, quant
     if not 0 < threshold < 1:
         raise ValueError(f"threshold must be in (0, 1), got {threshold}")
     delta = torch.cdist(S, S).numpy()
-    R = st.chi2.ppf((np.arange(quantiles) + 0.5) / quantiles, D - 1)
+    Q = st.chi2.ppf((np.arange(quantiles) + 0.5) / quantiles, D)[None, :]
     k = 1.0 / threshold ** 2 - 1.0
-    a = k * sigma ** 2
-    miss = np.zeros((n, n))
+    half = (D - 1) / 2.0
+    lower, estimate, upper = np.empty(n), np.empty(n), np.empty(n)
     for i in range(n):
         d = np.delete(delta[i], i)[:, None]
-        # a G^2 - 2 sigma d G + (a R - d^2) < 0; G uses the direction towards s_j, so the cross term is -2 sigma d G
-        disc = (sigma * d) ** 2 - a * (a * R[None, :] - d ** 2)
-        root = np.sqrt(np.maximum(disc, 0.0))
-        p = np.where(disc > 0, st.norm.cdf((sigma * d + root) / a) - st.norm.cdf((sigma * d - root) / a), 0.0)
-        miss[i, np.arange(n) != i] = 1.0 - p.mean(axis=1)
-    lower = np.clip(1.0 - miss.sum(axis=1), 0.0, 1.0)
-    upper = 1.0 - miss.max(axis=1)
-    return lower, upper
+        # the copy is missed through j when cos_j <= (k sigma^2 Q - delta^2) / (2 sigma delta sqrt(Q))
+        c = np.clip((k * sigma ** 2 * Q - d ** 2) / (2 * sigma * d * np.sqrt(Q)), -1.0, 1.0)
+        miss = special.betainc(half, half, (1.0 + c) / 2.0)
+        lower[i] = np.maximum(0.0, 1.0 - miss.sum(axis=0)).mean()
+        estimate[i] = np.prod(1.0 - miss, axis=0).mean()
+        upper[i] = (1.0 - miss.max(axis=0)).mean()
+    return NoisyCopyLaw(lower, estimate, upper)
+
+
+@dataclass(frozen=True)
+class NoisyCopyLaw:
+    """Detection probability of noisy copies per training item (:func:`noisy_copy_detection`):
+    exact bounds ``lower`` <= P <= ``upper`` and the conditional-independence ``estimate``."""
+
+    lower: np.ndarray
+    estimate: np.ndarray
+    upper: np.ndarray
+
+    @property
+    def error(self) -> np.ndarray:
+        """Largest possible error of the estimate: its distance to the farther bound."""
+        return np.maximum(self.upper - self.estimate, self.estimate - self.lower)

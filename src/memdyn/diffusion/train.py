@@ -52,7 +52,8 @@ def _save(path: Path, state: dict) -> None:
 
 def train(model: torch.nn.Module, data: torch.Tensor, *, steps: int, lr: float, schedule: NoiseSchedule | None = None,
           optimizer: str = "adam", batch_size: int = 64, ema: float | None = None, seed: int = 0, monitor=None,
-          checkpoint: str | Path | None = None, checkpoint_every: int = 1000, progress: bool = True) -> TrainResult:
+          checkpoint: str | Path | None = None, checkpoint_every: int = 1000, progress: bool = True,
+          until=None) -> TrainResult:
     """Train a denoiser on ``data`` with the DDPM loss at a constant learning rate.
 
     Each step draws ``batch_size`` items uniformly with replacement, t uniform in 0 .. T - 1 and
@@ -84,6 +85,9 @@ def train(model: torch.nn.Module, data: torch.Tensor, *, steps: int, lr: float, 
         Steps between checkpoints (one is also written at the end).
     progress : bool
         Show a progress bar with the loss and, with a monitor, f_mem.
+    until : callable, optional
+        ``until(step)`` is asked after every step (after the monitor's update); training stops
+        early when it returns True (e.g. once the monitor has seen what it waits for).
     """
     schedule = schedule or NoiseSchedule()
     if not isinstance(steps, int) or steps < 0:
@@ -157,14 +161,17 @@ def train(model: torch.nn.Module, data: torch.Tensor, *, steps: int, lr: float, 
             raise FloatingPointError(f"training diverged at step {done}: loss {losses[-1]} (lower lr={lr})")
         if monitor is not None:
             monitor.update(done, sampled())
-        if done % checkpoint_every == 0:
-            save()
+        stop = until is not None and bool(until(done))
+        if done % checkpoint_every == 0 and not stop:
+            save()  # a stop is saved below
         if bar is not None:
             post = {"loss": f"{losses[-1]:.4f}"}
             if monitor is not None and monitor.last is not None:
                 post["f_mem"] = f"{monitor.last:.2f}"
             bar.set_postfix(post, refresh=False)
             bar.update(1)
+        if stop:
+            break
     if bar is not None:
         bar.close()
     save()
