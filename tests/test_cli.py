@@ -46,6 +46,9 @@ def test_list_and_config(tmp_path):
     ("double-descent", ["--set", "eps=0,0.01,0.02"], "double-descent.eps"),
     ("double-descent", ["--set", "y_target=0.3"], "never removes the left branch"),
     ("double-descent", ["--set", "sigma=0"], "double-descent.sigma=0"),
+    ("diffusion-tau-mem", ["--set", "ns=[8,16,32,16]"], "increasing, each >= 8"),
+    ("diffusion-tau-mem", ["--set", "ns=[8,16,32]"], "diffusion-tau-mem.ns"),
+    ("diffusion-calibration", ["--set", "dataset=gmm"], "diffusion-calibration.dataset"),
 ])
 def test_bad_input_exits_2_with_one_line(tmp_path, name, args, needle):
     out = memdyn("run", name, "--quick", *args, "--out", "D", cwd=tmp_path)
@@ -53,6 +56,15 @@ def test_bad_input_exits_2_with_one_line(tmp_path, name, args, needle):
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_default_suite_leaves_out_long_experiments():
+    from memdyn.experiments import DEFAULT_SUITE, EXPERIMENTS
+    from memdyn.runner import resolve_configs
+
+    assert "diffusion-tau-mem" in EXPERIMENTS and "diffusion-tau-mem" not in DEFAULT_SUITE
+    assert list(resolve_configs([], quick=True, sets=[])) == DEFAULT_SUITE
+    assert "diffusion-calibration" in DEFAULT_SUITE
 
 
 def test_unknown_experiment(tmp_path):

@@ -122,7 +122,7 @@ def calibrate(names: list[str], out, *, seeds: int = 20, start: int = 1000, quic
     say : callable, optional
         Progress messages (default: stderr).
     """
-    from .experiments import EXPERIMENTS
+    from .experiments import DEFAULT_SUITE, EXPERIMENTS
     from .experiments.base import ConfigError
     from .runner import resolve_configs
 
@@ -133,7 +133,7 @@ def calibrate(names: list[str], out, *, seeds: int = 20, start: int = 1000, quic
         raise ConfigError(f"invalid value for start={start}: must be >= 0")
     if jobs < 1:
         raise ConfigError(f"invalid value for jobs={jobs}: must be >= 1")
-    names = list(names) or list(EXPERIMENTS)
+    names = list(names) or list(DEFAULT_SUITE)
     if not scale > 0:
         raise ConfigError(f"invalid value for scale={scale}: must be > 0")
     configs = resolve_configs(names, quick, list(sets))  # validate before starting anything

@@ -29,7 +29,8 @@ def list_experiments():
     """List the registered experiments, one line each."""
     width = max(len(n) for n in EXPERIMENTS)
     for name, exp in EXPERIMENTS.items():
-        typer.echo(f"{name:<{width}}  {exp.summary}")
+        extra = "" if exp.in_default_suite else "  [run by name only: not in the default suite]"
+        typer.echo(f"{name:<{width}}  {exp.summary}{extra}")
 
 
 @app.command("config")

@@ -18,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 
 from .dynamics import DivergenceError
-from .experiments import EXPERIMENTS
+from .experiments import DEFAULT_SUITE, EXPERIMENTS
 from .experiments.base import ConfigError, Context, ExperimentError, parse_value
 from .store import RunStore, code_hash
 
@@ -48,7 +48,7 @@ def versions() -> dict:
 
 def resolve_configs(names: list[str], quick: bool, sets: list[str]) -> dict:
     """Validate experiment names and ``KEY=VALUE`` / ``EXPERIMENT.KEY=VALUE`` overrides."""
-    names = list(names) or list(EXPERIMENTS)
+    names = list(names) or list(DEFAULT_SUITE)
     unknown = [n for n in names if n not in EXPERIMENTS]
     if unknown:
         raise ConfigError(f"unknown experiment {unknown[0]!r}; valid: {', '.join(EXPERIMENTS)}")

@@ -1,8 +1,8 @@
 """Glue for the libraries people train diffusion models with: a Lightning callback and a
 diffusers sampler, both thin wrappers around :class:`memdyn.monitor.MemorizationMonitor`.
 
-Lightning and diffusers are optional (``pip install 'memdyn[lightning]'``,
-``pip install 'memdyn[diffusion]'``); a missing one is named in the error.
+Lightning and diffusers are optional (``pip install 'memdyn[diffusion]'``); a missing one is
+named in the error.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def diffusers_sampler(scheduler, num_inference_steps: int = 50):
 
 
 def _callback_class():
-    pl = _need("lightning.pytorch", "lightning")
+    pl = _need("lightning.pytorch", "diffusion")
 
     class MemorizationCallback(pl.Callback):
         """Lightning callback that feeds a :class:`~memdyn.monitor.MemorizationMonitor`.

@@ -4,6 +4,7 @@ from .base import ConfigError, Context, Experiment, Outcome
 from .collapse import Collapse
 from .degeneration import Degeneration
 from .diffusion_calibration import DiffusionCalibration
+from .diffusion_tau_mem import DiffusionTauMem
 from .double_descent import DoubleDescent
 from .exit_times import ExitTimes
 from .gibbs import Gibbs
@@ -19,6 +20,10 @@ from .timescales import Timescales
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (Timescales(), Gibbs(), NoiseGeometry(), ThreeWells(), ExitTimes(),
                                                   Quasipotential(),
                                                   Collapse(), Degeneration(), Refit(), Memorization(),
-                                                  NoiseMitigation(), DoubleDescent(), DiffusionCalibration())}
+                                                  NoiseMitigation(), DoubleDescent(), DiffusionCalibration(),
+                                                  DiffusionTauMem())}
 
-__all__ = ["EXPERIMENTS", "ConfigError", "Context", "Experiment", "Outcome"]
+#: what `memdyn run` and `memdyn calibrate` run when no experiment is named
+DEFAULT_SUITE: list[str] = [n for n, e in EXPERIMENTS.items() if e.in_default_suite]
+
+__all__ = ["DEFAULT_SUITE", "EXPERIMENTS", "ConfigError", "Context", "Experiment", "Outcome"]

@@ -99,6 +99,8 @@ class Experiment:
     prediction: ClassVar[str] = ""
     Config: ClassVar[type[ExperimentConfig]]
     quick: ClassVar[dict] = {}
+    #: run by `memdyn run` / `make run` without names (False: only when named, e.g. too long for the suite)
+    in_default_suite: ClassVar[bool] = True
     sample_keys: ClassVar[tuple] = ()
 
     def keys(self) -> list[str]:
