@@ -103,6 +103,8 @@ def test_memorized_probes_give_episodes_on_training_items():
     assert (mon.f_mem()["f_mem"] == 0.5).all()
     ep = mon.episodes()
     assert len(ep) == len(detect(mon.states()))
+    # the history's state column is the milestoned trace, checkpoint by checkpoint
+    assert np.array_equal(mon.history()["state"].to_numpy().reshape(-1, 6).T, mon.states())
     mem = ep.state < 10
     assert sorted(set(ep.state[mem].tolist())) == [0, 4]
     assert (ep.length[mem] == 3).all()
@@ -191,3 +193,27 @@ def test_only_rank_zero_samples_and_writes(tmp_path):
     assert r0 == {"sampled": [True, False, True, False, True], "n": 9}
     assert r1 == {"sampled": [False] * 5, "n": 0}
     assert (tmp_path / "rank0" / "history.parquet").exists() and not (tmp_path / "rank1").exists()
+
+
+def test_between_cores_a_probe_keeps_its_last_core():
+    train = 4.0 * torch.eye(4)  # four items, each pair 4 sqrt(2) apart
+    path = [0.2, 0.3, 0.3, 0.45, 0.3, 0.1]  # fraction of the way from item 0 to item 1
+
+    class Walk(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.f = 0.0
+
+        def forward(self, noise):
+            return ((1 - self.f) * train[0] + self.f * train[1]).expand(noise.shape[0], 4).clone()
+
+    walk = Walk()
+    mon = MemorizationMonitor(train, lambda m, z: m(z), probes=1, every=1)
+    for step, f in enumerate(path):
+        walk.f = f
+        mon.update(step, walk)
+    hist = mon.history()
+    # d1/d2 = f / (1 - f): 0.25 core, 0.43 between, 0.82 free, 0.11 core
+    assert hist["state"].tolist() == [0, 0, 0, 4, 4, 0]
+    assert hist["memorized"].tolist() == [True, False, False, False, False, True]
+    assert np.array_equal(mon.states()[0], hist["state"].to_numpy())

@@ -162,7 +162,8 @@ class MemorizationMonitor:
         return self._sample(model, self.noise[:1])
 
     def _sample(self, model, noise) -> torch.Tensor:
-        module = getattr(model, "module", model)  # unwrap DistributedDataParallel: rank 0 samples alone
+        wrappers = (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)
+        module = model.module if isinstance(model, wrappers) else model  # rank 0 samples alone, without collectives
         mode = module.training if isinstance(module, torch.nn.Module) else None
         try:
             with _RandomState(), torch.no_grad():
@@ -197,7 +198,8 @@ class MemorizationMonitor:
         if int(step) in self.keep_samples:
             self.samples[int(step)] = self.last_samples
         self._labels.append(st.label)
-        state = core_sets(np.stack(self._labels, axis=1))[:, -1]
+        # milestoning, one checkpoint at a time: keep the last core outside every core
+        state = st.label if len(self._labels) == 1 else np.where(st.label >= 0, st.label, self._rows[-1]["state"])
         row = {"step": np.full(self.probes, int(step), dtype=np.int64), "probe": np.arange(self.probes),
                "nearest": st.nearest, "d1": st.d1, "d2": st.d2, "ratio": st.ratio, "memorized": st.memorized,
                "state": state, "moved": moved}
