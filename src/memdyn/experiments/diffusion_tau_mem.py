@@ -8,7 +8,7 @@ from the start but are reached later when the training set is larger.
 
 For each n and seed a residual MLP (x0 prediction, constant learning rate, Adam) is trained on n
 real MNIST digits with the memorization monitor attached and stopped once f_mem passes the
-threshold:
+threshold and the samples have reached the quality level below:
 
 * tau_mem: the step at which f_mem first reaches ``threshold`` (linear interpolation between the
   two checkpoints around the crossing; checkpoints every ``every_per_item`` x n steps);
@@ -16,11 +16,10 @@ threshold:
   classifier trained on held-out digits recognises them (:mod:`memdyn.diffusion.quality`; pixel
   distances cannot serve, since a blurry average is close to every digit): the first step at
   which the samples' mean top-class probability reaches (1 - ``quality_margin``) times that of
-  the real digits the model trains on (which memorized samples reproduce, so the level is always
-  reached by tau_mem).
+  the real digits the model trains on.
 
-Claims (slopes from weighted line fits of ln tau against ln n, the errors from the seed-to-seed
-scatter at each n, inflated by the Birge ratio when the points are not on a line):
+Claims (slopes from least-squares fits of ln tau against ln n over all runs, one point per run,
+the error from the residual scatter with runs - 2 degrees of freedom):
 
 * the slope of ln tau_mem against ln n equals 1 (Bonnaire et al.'s law);
 * tau_gen grows more slowly than tau_mem: slope(mem) - slope(gen) >= 0 (one-sided).
@@ -109,17 +108,19 @@ class DiffusionTauMem(Experiment):
                                   f"the quality level) within budget_per_item * n + 1000 steps for {bad}; raise "
                                   "budget_per_item or lr")
         fits = {}
+        x = np.log(df["n"].to_numpy(dtype=float))
         for key in ("tau_mem", "tau_gen"):
-            g = df.groupby("n")[key].apply(lambda v: np.log(v.to_numpy()))
-            x = np.log(np.array(g.index, dtype=float))
-            y = np.array([v.mean() for v in g])
-            se = np.array([v.std(ddof=1) / math.sqrt(v.size) for v in g])
-            se = np.maximum(se, 1e-3)  # identical seeds would give 0; a floor far below the scatter seen
-            fits[key] = line_fit(x, y, se)
+            # one point per run: the residual scatter (seeds and any curvature) sets the error, with n - 2 dof
+            y = np.log(df[key].to_numpy())
+            b, a = np.polyfit(x, y, 1)
+            resid = y - (a + b * x)
+            s = math.sqrt(float(resid @ resid) / (y.size - 2))
+            fits[key] = line_fit(x, y, np.full(y.size, max(s, 1e-6)))
         fm, fg = fits["tau_mem"], fits["tau_gen"]
         claims = [
-            claim("slope of ln tau_mem vs ln n (Bonnaire et al.: 1)", 1.0, fm.slope, fm.slope_se, fit=fm,
-                  detail=f"{cfg.seeds} runs per n; tau_mem interpolated where f_mem crosses {cfg.threshold}"),
+            claim("slope of ln tau_mem vs ln n (Bonnaire et al.: 1)", 1.0, fm.slope, fm.slope_se,
+                  detail=f"{cfg.seeds} runs per n, one point each; tau_mem interpolated where f_mem crosses "
+                         f"{cfg.threshold}; least squares, se from the residual scatter"),
             claim("tau_gen grows more slowly than tau_mem: slope(mem) - slope(gen)", 0.0, fm.slope - fg.slope,
                   math.hypot(fm.slope_se, fg.slope_se), side="at_least",
                   detail=f"slope of ln tau_gen vs ln n = {fg.slope:.3f} +- {fg.slope_se:.3f}; one-sided"),
@@ -143,19 +144,25 @@ def _train_one(cfg, n: int, seed: int) -> dict:
         torch.manual_seed(seed)
         model = ResidualMLP(data.shape, width=cfg.width)
     mon = MemorizationMonitor(data.train, ddim_sampler(schedule, steps=cfg.sample_steps), probes=cfg.probes,
-                              every=every, seed=seed, keep_samples=range(0, budget + 1, every))
+                              every=every, seed=seed, keep_samples=[0])
+    clf = fit_classifier(data.held_out, data.held_out_labels, seed=seed)
+    baseline = float(clf.confidence(data.train).mean())
+    quality: dict[int, float] = {}
 
     def reached(step):
-        return step % every == 0 and mon.last is not None and mon.last >= cfg.threshold
+        # stop once both times are seen: f_mem at the threshold and samples at the quality level
+        if step % every:
+            return False
+        quality[step] = float(clf.confidence(mon.last_samples).mean())
+        good = max(quality.values()) >= (1 - cfg.quality_margin) * baseline
+        return good and mon.last >= cfg.threshold
 
     train(model, data.train, steps=budget, lr=cfg.lr, schedule=schedule, batch_size=cfg.batch, seed=seed,
           monitor=mon, progress=False, until=reached)
     fm = mon.f_mem(n_boot=2)
-    clf = fit_classifier(data.held_out, data.held_out_labels, seed=seed)
-    quality = [float(clf.confidence(mon.samples[int(s)]).mean()) for s in fm["step"]]
-    baseline = float(clf.confidence(data.train).mean())
-    return {"steps": fm["step"].to_numpy(), "f_mem": fm["f_mem"].to_numpy(), "quality": np.array(quality),
-            "baseline": baseline}
+    quality[0] = float(clf.confidence(mon.samples[0]).mean())  # before the first step, outside `until`
+    return {"steps": fm["step"].to_numpy(), "f_mem": fm["f_mem"].to_numpy(),
+            "quality": np.array([quality[int(s)] for s in fm["step"]]), "baseline": baseline}
 
 
 def _figure(cfg, df, fits, curves) -> Figure:
@@ -183,7 +190,8 @@ def _figure(cfg, df, fits, curves) -> Figure:
     ax3.set(xscale="log", xlabel="training step", ylabel="classifier confidence / training digits'",
             title="Sample quality (tau_gen at the dotted line)")
     caption = (f"Residual MLP (width {cfg.width}, x0 prediction, Adam at lr {cfg.lr:g}) on n real MNIST digits "
-               f"({cfg.dataset}), {cfg.seeds} runs per n, stopped when f_mem reaches {cfg.threshold}. Left: f_mem over "
+               f"({cfg.dataset}), {cfg.seeds} runs per n, stopped when f_mem reaches {cfg.threshold} and the samples "
+               "have reached the quality level. Left: f_mem over "
                "training. Middle: tau_mem and tau_gen with their fitted power laws beside slope 1. Right: how "
                "confidently a classifier trained on held-out digits recognises the samples, relative to the training "
                "digits.")
