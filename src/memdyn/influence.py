@@ -96,14 +96,12 @@ class Influence:
         mask = np.zeros(v.size, dtype=bool)
         mask[order[:strong]] = True
         # eps = mean_r W_r / mean_r S_r over replicates; delta method for the ratio of means
-        W = np.abs(self.replicates[:, ~mask]).mean(axis=1) if self.method != "gradient" else None
         if self.method == "gradient":
             # |mean gradient| is not a mean of replicates: linearise |g| around the mean's sign
-            sign = np.sign(self.replicates.mean(axis=0))
-            W = (self.replicates[:, ~mask] * sign[~mask]).mean(axis=1)
-            S = (self.replicates[:, mask] * sign[mask]).mean(axis=1)
+            signed = self.replicates * np.sign(self.replicates.mean(axis=0))
         else:
-            S = np.abs(self.replicates[:, mask]).mean(axis=1)
+            signed = np.abs(self.replicates)
+        W, S = signed[:, ~mask].mean(axis=1), signed[:, mask].mean(axis=1)
         mw, ms = W.mean(), S.mean()
         eps = float(mw / ms)
         n = W.size

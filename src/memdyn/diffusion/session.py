@@ -134,10 +134,10 @@ def _write_outputs(store: RunStore, cfg: TrainConfig, data, run: TrainRun) -> No
             ("samples.png", _samples_figure(mon, data), "The first probes' samples at three checkpoints (top of "
                                                        "each pair of rows) above their nearest training items "
                                                        "(bottom); a red frame marks a memorized sample.")]
+    import matplotlib.pyplot as plt
+
     for name, fig, _ in figs:
         store.write_figure(name, fig)
-        import matplotlib.pyplot as plt
-
         plt.close(fig)
     ep = mon.episodes()
     n = cfg.n

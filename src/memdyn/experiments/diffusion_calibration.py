@@ -141,7 +141,8 @@ class DiffusionCalibration(Experiment):
                          "predicted_high": float(law.upper.mean())})
         # shifted copies: the pixel ratio misses them, the tiled ratio catches them
         moved, dirs = _shifted(S, cfg.shift)
-        pixel_s = probe_states(moved.reshape(moved.shape[0], -1), flat).memorized
+        pixel_shifted = probe_states(moved.reshape(moved.shape[0], -1), flat)
+        pixel_s = pixel_shifted.memorized
         tiled = tiled_l2(moved, S, max_shift=cfg.shift + 1)
         tiled_s = tiled.ratio < 1 / 3
         right = tiled.nearest == np.tile(np.arange(cfg.n), len(dirs))
@@ -169,7 +170,7 @@ class DiffusionCalibration(Experiment):
                      "pixel_rate": float((pixel_o < 1 / 3).mean()), "carlini_rate": float((carlini_o < 1).mean())})
         tables = {"rates": pd.DataFrame(rows).fillna(-1.0)}
         ratios = {"held-out (pixel)": pixel_h, "held-out (tiled)": tiled_h, "shifted (pixel)":
-                  probe_states(moved.reshape(moved.shape[0], -1), flat).ratio, "shifted (tiled)": tiled.ratio,
+                  pixel_shifted.ratio, "shifted (tiled)": tiled.ratio,
                   "optimal denoiser (pixel)": pixel_o}
         return Outcome(claims, tables, [_figure(curve, ratios, sigma_star, claims)],
                        {"sigma_star": sigma_star, "median_nn_distance": float(np.median(nn)),

@@ -37,7 +37,7 @@ from pydantic import Field
 
 from ..claims import claim
 from ..stats import line_fit
-from .base import ConfigError, Context, Experiment, ExperimentConfig, Figure, Outcome
+from .base import ConfigError, Context, Experiment, ExperimentConfig, ExperimentError, Figure, Outcome
 
 
 class DiffusionTauMemConfig(ExperimentConfig):
@@ -102,8 +102,6 @@ class DiffusionTauMem(Experiment):
         missing = df[df["tau_mem"].isna() | df["tau_gen"].isna()]
         if len(missing):
             bad = ", ".join(f"n={r.n} seed={r.seed}" for r in missing.itertuples())
-            from .base import ExperimentError
-
             raise ExperimentError(f"diffusion-tau-mem: f_mem never reached {cfg.threshold} (or samples never reached "
                                   f"the quality level) within budget_per_item * n + 1000 steps for {bad}; raise "
                                   "budget_per_item or lr")
