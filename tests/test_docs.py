@@ -41,3 +41,8 @@ def test_no_reference_outside_the_repository():
     bad = [str(f.relative_to(ROOT)) for f in files
            if f.name != "test_docs.py" and re.search(r"MODEL\.md|DESIGN\.md|\.\./shared", f.read_text())]
     assert not bad, bad
+
+
+def test_model_page_example_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert _run_page("docs/model.md")["right"].shape == (3,)

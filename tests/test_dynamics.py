@@ -6,7 +6,7 @@ import torch
 from scipy.linalg import solve_discrete_lyapunov
 
 from memdyn import (
-    S1, DivergenceError, DoubleWell, FirstPassage, Gaussian, LeastSquares, Minibatch, Moments, Occupation,
+    S1, DivergenceError, DoubleWell, ExitTime, FirstPassage, Gaussian, LeastSquares, Minibatch, Moments, Occupation,
     Quadratic, StudentT, Trace, fast_ode, intervals, s1_noise, simulate, slow_ode,
 )
 from memdyn.claims import Z_TOL
@@ -178,3 +178,148 @@ def test_bad_schedule_value_and_divergence_under_a_schedule_are_reported():
     with pytest.raises(DivergenceError) as e:  # a_k lambda > 2 from step 40 on
         simulate(F, Gaussian(1.0), lambda k: 0.1 if k < 40 else 1.5, 400, 4, init=[0.1], bound=1e6)
     assert e.value.step > 40
+
+
+# -- per-chain parameters, the compiled kernel, observers by tiles, the draw thread -------------------------------
+
+GRID_CASES = [
+    (DoubleWell(-1, 0.2, 1), Gaussian(1.5), "compiled"),
+    (DoubleWell(-1, 0.2, 1), Gaussian(1.5), "torch"),
+    (Quadratic(np.array([[2.0, 0.3], [0.3, 1.0]])), Gaussian(1.0), "torch"),
+]
+
+
+def _exit(dim):
+    return ExitTime(lambda th: 0.3 - th[:, 0], 0.01)
+
+
+@pytest.mark.parametrize("case", range(len(GRID_CASES)))
+def test_step_grid_in_one_simulation_is_bit_identical_to_each_step_alone(case):
+    land, noise, kernel = GRID_CASES[case]
+    steps, n = (0.03, 0.05, 0.08), 700  # groups straddle the 1024-chain blocks
+    a = np.repeat(steps, n)
+    obs = lambda: [Occupation(intervals([-np.inf, 0.0, np.inf]), 2, start=7, every=3), _exit(land.dim),  # noqa: E731
+                   FirstPassage(lambda th: th[:, 0] > 0.6), Trace(every=50, chains=[5, 800, 2000])]
+    grid = simulate(land, noise, a, 300, a.size, init=np.full(land.dim, -0.5), seed=3, observers=obs(), kernel=kernel)
+    assert grid.info["kernel"] == kernel
+    for g, step in enumerate(steps):
+        alone = simulate(land, noise, step, 300, a.size, init=np.full(land.dim, -0.5), seed=3, observers=obs(),
+                         kernel=kernel)
+        sl = slice(g * n, (g + 1) * n)
+        np.testing.assert_array_equal(grid.final[sl], alone.final[sl])
+        np.testing.assert_array_equal(grid["occupation"].counts[sl], alone["occupation"].counts[sl])
+        np.testing.assert_array_equal(grid["exit_time"].bridge_time[sl], alone["exit_time"].bridge_time[sl])
+        np.testing.assert_array_equal(grid["first_passage"].times[sl], alone["first_passage"].times[sl])
+        cols = (grid["trace"].chains >= g * n) & (grid["trace"].chains < (g + 1) * n)
+        np.testing.assert_array_equal(grid["trace"].values[:, cols], alone["trace"].values[:, cols])
+    np.testing.assert_array_equal(grid.step, a)
+
+
+def test_noise_scale_grid_equals_scaled_noise_alone():
+    land, n = DoubleWell(-1, 0.2, 1), 500
+    s = np.repeat([0.5, 2.0], n)
+    for kernel in ("compiled", "torch"):
+        grid = simulate(land, Gaussian(1.2), 0.05, 200, 2 * n, init=[0.2], seed=4, noise_scale=s, kernel=kernel)
+        for g, scale in enumerate((0.5, 2.0)):
+            alone = simulate(land, Gaussian(1.2 * scale), 0.05, 200, 2 * n, init=[0.2], seed=4, kernel=kernel)
+            sl = slice(g * n, (g + 1) * n)
+            if kernel == "compiled":  # (sigma s) z in both: the same bits
+                np.testing.assert_array_equal(grid.final[sl], alone.final[sl])
+            else:  # (sigma z) s against (sigma s) z: rounding only
+                np.testing.assert_allclose(grid.final[sl], alone.final[sl], rtol=0, atol=1e-12)
+    zero = simulate(land, Gaussian(1.0), 0.05, 100, 3, init=[0.2], noise_scale=0.0)  # s = 0: the noiseless flow
+    assert np.ptp(zero.final) == 0
+
+
+def test_compiled_kernel_and_torch_follow_the_same_paths():
+    from memdyn import ProfileGaussian, TanhStep, MultiWell
+
+    cases = [(DoubleWell(-1, 0.2, 1, 1.5), Gaussian(1.5)),
+             (MultiWell([-1.5, -0.7, 0.1, 0.8, 1.6]), ProfileGaussian(TanhStep(1.4, 0.8, 0.1, 0.3)))]
+    for land, noise in cases:
+        kw = dict(init=[0.0], seed=8, observers=[Moments(start=100)])
+        c = simulate(land, noise, 0.02, 2000, 1500, kernel="compiled", **kw)
+        t = simulate(land, noise, 0.02, 2000, 1500, kernel="torch", **kw)
+        assert (c.info["kernel"], t.info["kernel"]) == ("compiled", "torch")
+        np.testing.assert_allclose(c.final, t.final, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(c["moments"].chain_mean, t["moments"].chain_mean, rtol=0, atol=1e-9)
+    auto = simulate(cases[0][0], cases[0][1], 0.02, 10, 4, init=[0.0])
+    assert auto.info["kernel"] == "compiled"
+    with pytest.raises(ValueError, match="kernel='compiled' needs"):
+        simulate(Quadratic([[1.0]]), Gaussian(1.0), 0.1, 10, 4, init=[0.0], kernel="compiled")
+    with pytest.raises(ValueError, match="kernel must be"):
+        simulate(Quadratic([[1.0]]), Gaussian(1.0), 0.1, 10, 4, init=[0.0], kernel="numba")
+
+
+class _PerStep:
+    """An observer's per-step path (update once per iterate), to compare with its tile path."""
+
+    def __init__(self, inner):
+        self.inner, self.name = inner, inner.name
+
+    def start(self, *a):
+        return self.inner.start(*a)
+
+    def update(self, state, k, theta):
+        self.inner.update(state, k, theta)
+
+    def update_block(self, state, k, thetas):
+        for t in range(thetas.shape[0]):
+            self.inner.update(state, k + 1 + t, thetas[t])
+
+    def finish(self, states):
+        return self.inner.finish(states)
+
+
+def test_observers_by_tiles_equal_observers_step_by_step():
+    land = DoubleWell(-1, 0.2, 1)
+    make = lambda: [Occupation(intervals([-np.inf, 0.2, np.inf]), 2, start=33, every=7), Moments(start=5, every=3),  # noqa: E731
+                    FirstPassage(lambda th: th[:, 0] > 0.5, start=20), Trace(every=9, until=150), _exit(1)]
+    kw = dict(init=[-1.0], seed=2, kernel="torch")
+    tiles = simulate(land, Gaussian(2.0), 0.05, 205, 1100, observers=make(), **kw)
+    steps = simulate(land, Gaussian(2.0), 0.05, 205, 1100, observers=[_PerStep(o) for o in make()], **kw)
+    np.testing.assert_array_equal(tiles["occupation"].counts, steps["occupation"].counts)
+    assert tiles["occupation"].total == steps["occupation"].total
+    np.testing.assert_allclose(tiles["moments"].chain_second, steps["moments"].chain_second, rtol=1e-12)
+    np.testing.assert_array_equal(tiles["first_passage"].times, steps["first_passage"].times)
+    np.testing.assert_array_equal(tiles["trace"].steps, steps["trace"].steps)
+    np.testing.assert_array_equal(tiles["trace"].values, steps["trace"].values)
+    np.testing.assert_array_equal(tiles["exit_time"].grid_time, steps["exit_time"].grid_time)
+    np.testing.assert_allclose(tiles["exit_time"].bridge_time, steps["exit_time"].bridge_time, rtol=1e-12)
+    assert tiles["exit_time"].exited.any() and not tiles["exit_time"].exited.all()
+
+
+def test_divergence_in_the_compiled_kernel_is_located_like_the_torch_path():
+    land = DoubleWell()
+    init = np.zeros((1500, 1))
+    init[1111] = 30.0  # runs away first under a large step
+    found = []
+    for kernel in ("compiled", "torch"):
+        with pytest.raises(DivergenceError) as err:
+            simulate(land, Gaussian(0.0), 0.1, 300, 1500, init=init, kernel=kernel)
+        found.append((err.value.step, err.value.chain))
+    assert found[0] == found[1] and found[0][1] == 1111
+
+
+def test_bad_per_chain_parameters_and_a_failing_draw_are_reported():
+    land = DoubleWell()
+    with pytest.raises(ValueError, match=r"step must be a number or an array of shape \(n_chains,\)"):
+        simulate(land, Gaussian(1.0), np.ones(3) * 0.1, 10, 4, init=[0.0])
+    with pytest.raises(ValueError, match="step must be finite and > 0; chain 2"):
+        simulate(land, Gaussian(1.0), np.array([0.1, 0.1, -0.1, 0.1]), 10, 4, init=[0.0])
+    with pytest.raises(ValueError, match="noise_scale must be finite and >= 0; chain 0"):
+        simulate(land, Gaussian(1.0), 0.1, 10, 4, init=[0.0], noise_scale=[np.nan, 1, 1, 1])
+
+    class Broken(Gaussian):
+        calls = 0
+
+        def draw(self, gen, out):
+            Broken.calls += 1
+            if Broken.calls == 3:
+                raise RuntimeError("draw failed")
+            super().draw(gen, out)
+
+    threads = torch.get_num_threads()
+    with pytest.raises(RuntimeError, match="draw failed"):
+        simulate(land, Broken(1.0), 0.1, 1000, 4, init=[0.0])
+    assert torch.get_num_threads() == threads  # the core lent to the draw thread is given back

@@ -25,7 +25,8 @@ from .landscapes import (
     DrivenTiltedWell,
 )
 from .markov import MarkovChain, gth_stationary, sparse_lu
-from .noise import Gaussian, Minibatch, Noise, StateDependentGaussian, StudentT, s1_noise
+from .noise import (Gaussian, Minibatch, Noise, ProfileGaussian, StateDependentGaussian, StudentT, TanhStep, s1_noise,
+                    tanh_step)
 from .observers import ExitTime, FirstPassage, Moments, Occupation, Observer, Trace, intervals
 
 __version__ = "0.1.0"
@@ -34,7 +35,8 @@ __all__ = [
     "BLOCK", "DivergenceError", "Simulation", "simulate", "fast_ode", "fast_equilibrium", "slow_ode",
     "Landscape", "CriticalPoint", "Quadratic", "DoubleWell", "DoubleWellND", "BentDoubleWell", "S1", "BilinearCoupling",
     "TiltedWell", "Modulated", "SlowlyDriven", "DrivenTiltedWell", "LeastSquares", "MultiWell",
-    "Noise", "Gaussian", "StateDependentGaussian", "StudentT", "Minibatch", "s1_noise",
+    "Noise", "Gaussian", "StateDependentGaussian", "ProfileGaussian", "StudentT", "Minibatch", "s1_noise", "TanhStep",
+    "tanh_step",
     "episodes", "ldp", "memorization", "reference", "stats", "Episodes", "StreamingDetector", "core_sets",
     "diffusion", "influence", "metrics", "MemorizationMonitor",
     "MarkovChain", "gth_stationary", "sparse_lu", "exact_fit", "gaussian_refit",

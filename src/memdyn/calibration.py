@@ -10,14 +10,13 @@ tolerated. Failures (claims that do not hold) are counted for every claim, deter
 included.
 
 Each seed is an ordinary run directory under ``<out>/seed-<seed>``, so an interrupted
-calibration resumes where it stopped (finished seeds and experiments are reused).
+calibration resumes where it stopped (finished seeds and experiments are reused). Seeds run
+through :func:`memdyn.sweep.execute`: in this process, or one Dask task per seed.
 """
 
 from __future__ import annotations
 
-import os
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import numpy as np
 
 from .stats import ZSummary, z_summary
 from .store import RunStore
+from .sweep import execute, run_cell, worker_threads
 
 __all__ = ["ExperimentCalibration", "Calibration", "calibrate", "SD_MAX", "MEAN_MAX"]
 
@@ -85,20 +85,8 @@ class Calibration:
         return all(e.ok for e in self.experiments)
 
 
-def _run_seed(args) -> tuple[int, dict]:
-    names, out, quick, sets, seed, threads = args
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-    from .runner import run_suite
-
-    summary = run_suite(names, out, quick=quick, sets=sets, seed=seed, progress=False)
-    return seed, {"claims": summary.claims, "errors": summary.errors}
-
-
 def calibrate(names: list[str], out, *, seeds: int = 20, start: int = 1000, quick: bool = True, sets=(),
-              scale: float = 1.0, jobs: int = 1, say=None) -> Calibration:
+              scale: float = 1.0, jobs: int = 1, scheduler: str | None = None, say=None) -> Calibration:
     """Run ``names`` (all experiments when empty) for seeds ``start .. start + seeds - 1`` into
     ``out/seed-<seed>`` and summarise the z distribution of every experiment's claims.
 
@@ -118,7 +106,10 @@ def calibrate(names: list[str], out, *, seeds: int = 20, start: int = 1000, quic
         Multiply every experiment's sample sizes (its ``sample_keys``: chains, replicates, events)
         by this factor: a verdict that changes with the sample size points at a bias.
     jobs : int
-        Seeds run in parallel processes (each with ``cpu_count // jobs`` torch threads).
+        Seeds run in parallel: worker processes of a local Dask cluster on 127.0.0.1 (each with
+        ``cpu_count // jobs`` torch threads); 1 runs them in this process.
+    scheduler : str, optional
+        ``tcp://HOST:PORT`` of a Dask scheduler to run the seeds on instead (see :mod:`memdyn.sweep`).
     say : callable, optional
         Progress messages (default: stderr).
     """
@@ -143,19 +134,17 @@ def calibrate(names: list[str], out, *, seeds: int = 20, start: int = 1000, quic
     out = Path(out)
     store = RunStore(out)
     seed_list = list(range(start, start + seeds))
-    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else 0
-    tasks = [(names, out / f"seed-{s}", quick, list(sets), s, threads) for s in seed_list]
+    threads = worker_threads(jobs) if jobs > 1 and scheduler is None else 0
+    tasks = [(f"memdyn-calibrate:seed-{s}", run_cell, (names, str(out / f"seed-{s}"), quick, list(sets), s, threads))
+             for s in seed_list]
+    say(f"calibrate: {len(names)} experiments x {len(seed_list)} seeds"
+        + (f" on {scheduler}" if scheduler else f" on {jobs} local workers" if jobs > 1 else ""))
+    done = execute(tasks, scheduler=scheduler, workers=None if scheduler else jobs, desc="calibrate", say=say)
     results: dict[int, dict] = {}
-    if jobs == 1:
-        for i, t in enumerate(tasks, 1):
-            say(f"calibrate: seed {t[4]} ({i}/{len(tasks)})")
-            seed, res = _run_seed(t)
-            results[seed] = res
-    else:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
-            for i, (seed, res) in enumerate(pool.map(_run_seed, tasks), 1):
-                say(f"calibrate: seed {seed} done ({i}/{len(tasks)})")
-                results[seed] = res
+    for s in seed_list:
+        res = done[f"memdyn-calibrate:seed-{s}"]
+        results[s] = ({"claims": [], "errors": {n: f"{type(res).__name__}: {res}" for n in names}}
+                      if isinstance(res, BaseException) else res)
     exps = []
     for name in names:
         z, failures, errors, n_claims = [], [], [], 0

@@ -1,4 +1,4 @@
-"""The ``memdyn`` command: list, config, run, report, calibrate, diffusion train.
+"""The ``memdyn`` command: list, config, run, report, calibrate, sweep, diffusion train.
 
 Exit codes: 0 all claims hold; 1 a claim fails or a simulation diverged; 2 bad input (one line on
 stderr naming the key, no traceback).
@@ -98,7 +98,8 @@ def calibrate_cmd(
     full: bool = typer.Option(False, "--full", help="use the full form of each experiment (default: --quick form)"),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="KEY=VALUE or EXPERIMENT.KEY=VALUE (repeatable)"),
     scale: float = typer.Option(1.0, "--scale", help="multiply every experiment's chains / replicates / events"),
-    jobs: int = typer.Option(1, "--jobs", help="seeds run in parallel processes"),
+    jobs: int = typer.Option(1, "--jobs", help="seeds run in parallel (worker processes of a local Dask cluster)"),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="tcp://HOST:PORT of a Dask scheduler to use"),
     out: Optional[Path] = typer.Option(None, "--out", help="calibration directory (default runs/calibrate-<timestamp>)"),
 ):
     """Run experiments over many seeds; report the z distribution of their statistical claims and every failure."""
@@ -110,7 +111,7 @@ def calibrate_cmd(
         out = Path("runs") / f"calibrate-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     try:
         cal = calibrate(experiments or [], out, seeds=seeds, start=start, quick=not full, sets=set_ or [], scale=scale,
-                        jobs=jobs)
+                        jobs=jobs, scheduler=scheduler)
     except ConfigError as e:
         _fail(str(e))
     for e in cal.experiments:
@@ -124,6 +125,43 @@ def calibrate_cmd(
     typer.echo(f"report: {cal.out / 'report.html'}")
     if not cal.ok:
         typer.echo(f"memdyn: calibration is off (a failing claim, or sd > {SD_MAX} or |mean| > {MEAN_MAX})", err=True)
+        raise typer.Exit(1)
+
+
+@app.command("sweep")
+def sweep_cmd(
+    experiment: str = typer.Argument(..., help="experiment to sweep (see `memdyn list`)"),
+    grid: Optional[List[str]] = typer.Option(None, "--grid", help="KEY=V1,V2,... (repeatable: the grid is the product)"),
+    seeds: str = typer.Option("0", "--seeds", help="seeds: FIRST-LAST and/or a comma list, e.g. 0-19"),
+    quick: bool = typer.Option(False, "--quick", help="the experiment's smaller, faster form"),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="KEY=VALUE fixed at every grid point (repeatable)"),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="tcp://HOST:PORT of a Dask scheduler "
+                                            "(default: a local cluster on 127.0.0.1)"),
+    workers: Optional[int] = typer.Option(None, "--workers", help="local cluster worker processes (default: one per "
+                                          "core; 1 runs in this process)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="sweep directory (default runs/sweep-<experiment>-<timestamp>)"),
+):
+    """Run one experiment over a grid of config values and seeds, one Dask task per cell; merge the claims into
+    sweep.parquet and a report. Rerun the same command to finish an interrupted sweep."""
+    import datetime as _dt
+
+    from .sweep import parse_grid, sweep
+
+    if out is None:
+        out = Path("runs") / f"sweep-{experiment}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    try:
+        res = sweep(experiment, parse_grid(grid), seeds, out, quick=quick, sets=set_ or [], scheduler=scheduler,
+                    workers=workers)
+    except ConfigError as e:
+        _fail(str(e))
+    t = res.table
+    typer.echo(f"{res.cells} cells ({res.reused} finished earlier), {len(t)} claims: "
+               f"{int(t['holds'].sum()) if len(t) else 0} hold")
+    typer.echo(f"table: {res.out / 'sweep.parquet'}")
+    typer.echo(f"report: {res.out / 'report.html'}")
+    if res.errors:
+        for key, msg in res.errors.items():
+            typer.echo(f"memdyn: {key}: {msg}", err=True)
         raise typer.Exit(1)
 
 

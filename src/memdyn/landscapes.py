@@ -243,6 +243,11 @@ class DoubleWell(_Line):
         torch.sub(theta, e1, out=out)
         out.mul_(theta).add_(e2).mul_(theta).sub_(e3).mul_(self.scale)
 
+    def kernel_coefficients(self) -> np.ndarray:
+        """F' as polynomial coefficients, highest degree first (for the compiled engine)."""
+        e1, e2, e3 = self._e
+        return self.scale * np.array([1.0, -e1, e2, -e3])
+
     def critical_points(self):
         return [self._critical([p]) for p in (self.left, self.saddle, self.right)]
 
@@ -320,6 +325,10 @@ class MultiWell(_Line):
     def d2f(self, x):
         """F''(x) (numpy)."""
         return self._d2p(np.asarray(x, dtype=np.float64))
+
+    def kernel_coefficients(self) -> np.ndarray:
+        """F' as polynomial coefficients, highest degree first (for the compiled engine)."""
+        return np.asarray(self._cdf, dtype=np.float64)
 
     def critical_points(self):
         return [self._critical([p]) for p in self.points]

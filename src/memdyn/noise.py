@@ -17,7 +17,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-__all__ = ["Noise", "Gaussian", "StateDependentGaussian", "StudentT", "Minibatch", "s1_noise", "tanh_step"]
+__all__ = ["Noise", "Gaussian", "StateDependentGaussian", "ProfileGaussian", "StudentT", "Minibatch", "s1_noise",
+           "tanh_step", "TanhStep"]
 
 
 class Noise:
@@ -44,6 +45,11 @@ class Noise:
     def covariance(self, theta: np.ndarray) -> np.ndarray:
         """Noise covariance C(theta) at one point (float64), where known."""
         raise NotImplementedError(f"{type(self).__name__} has no closed-form covariance")
+
+    def kernel_sigma(self, dim: int):
+        """(kind, parameters) of this noise's scale for the compiled 1-D engine
+        (:mod:`memdyn._step_kernel`: kind 0 constant, 1 tanh step), or None where it has none."""
+        return None
 
 
 def _scales(scales) -> np.ndarray | None:
@@ -89,6 +95,11 @@ class Gaussian(Noise):
     def covariance(self, theta=None):
         d = self.scales if self.scales is not None else np.ones(np.size(theta) if theta is not None else 1)
         return np.diag(self.sigma**2 * d**2)
+
+    def kernel_sigma(self, dim):
+        if dim != 1:
+            return None
+        return 0, [self.sigma * (1.0 if self.scales is None else float(self.scales[0]))]
 
 
 class StateDependentGaussian(Noise):
@@ -207,17 +218,55 @@ def s1_noise(sigma: float, fast_dim: int, dim: int, eps: float) -> Gaussian:
     return Gaussian(sigma, np.concatenate([np.ones(fast_dim), np.full(dim - fast_dim, eps)]))
 
 
-def tanh_step(left: float, right: float, center: float, width: float):
+class TanhStep:
     """A noise-scale profile that steps from ``left`` to ``right`` across ``center``:
 
         sigma(x) = right + (left - right) (1 - tanh((x - center) / width)) / 2.
 
-    Returns a function of an array of positions, numpy or torch (for
-    :class:`StateDependentGaussian` use ``lambda th: profile(th[:, 0])``)."""
-    if not (left > 0 and right > 0 and width > 0):
-        raise ValueError(f"need left > 0, right > 0 and width > 0, got {left}, {right}, {width}")
+    Call it on an array of positions, numpy or torch; :class:`ProfileGaussian` uses it as the
+    position-dependent scale of isotropic noise (and the compiled 1-D engine knows it).
+    """
 
-    def sigma(x):
+    def __init__(self, left: float, right: float, center: float, width: float):
+        if not (left > 0 and right > 0 and width > 0):
+            raise ValueError(f"need left > 0, right > 0 and width > 0, got {left}, {right}, {width}")
+        self.left, self.right, self.center, self.width = map(float, (left, right, center, width))
+
+    def __call__(self, x):
         tanh = np.tanh if isinstance(x, np.ndarray) or np.isscalar(x) else torch.tanh
-        return right + (left - right) * 0.5 * (1 - tanh((x - center) / width))
-    return sigma
+        return self.right + (self.left - self.right) * 0.5 * (1 - tanh((x - self.center) / self.width))
+
+    def __repr__(self):
+        return f"TanhStep(left={self.left:g}, right={self.right:g}, center={self.center:g}, width={self.width:g})"
+
+
+def tanh_step(left: float, right: float, center: float, width: float) -> TanhStep:
+    """The :class:`TanhStep` profile sigma(x) = right + (left - right) (1 - tanh((x - center) / width)) / 2."""
+    return TanhStep(left, right, center, width)
+
+
+class ProfileGaussian(StateDependentGaussian):
+    """Isotropic Gaussian noise whose scale depends on one coordinate: xi = sigma(theta_c) z.
+
+    Parameters
+    ----------
+    profile : callable
+        sigma(x) > 0 for an array of positions (numpy or torch), e.g. :class:`TanhStep`.
+    coord : int
+        The coordinate c it reads (default 0).
+    """
+
+    def __init__(self, profile, coord: int = 0):
+        if not callable(profile):
+            raise TypeError("profile must be callable")
+        self.profile, self.coord = profile, int(coord)
+        super().__init__(lambda th: profile(th[:, self.coord]))
+
+    def add_to(self, grad, raw, theta):
+        grad.addcmul_(raw, self.profile(theta[:, self.coord : self.coord + 1]))
+
+    def kernel_sigma(self, dim):
+        p = self.profile
+        if dim != 1 or not isinstance(p, TanhStep):
+            return None
+        return 1, [p.left, p.right, p.center, p.width]

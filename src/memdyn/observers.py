@@ -44,6 +44,13 @@ class Observer:
         """Called with the iterate after step k (k = 0: initial state)."""
         raise NotImplementedError
 
+    def update_block(self, state, k: int, thetas: torch.Tensor) -> None:
+        """Called with the iterates after steps k + 1, ..., k + L, ``thetas`` of shape (L, n, dim)
+        (the engine's tiles). The default calls :meth:`update` for each; built-in observers reduce
+        the whole block in a few tensor operations."""
+        for t in range(thetas.shape[0]):
+            self.update(state, k + 1 + t, thetas[t])
+
     def finish(self, states: list):
         """Merge per-chunk states (in chain order) into the result."""
         raise NotImplementedError
@@ -51,6 +58,13 @@ class Observer:
 
 def _due(k: int, start: int, every: int) -> bool:
     return k >= start and (k - start) % every == 0
+
+
+def _due_rows(k: int, length: int, start: int, every: int) -> list[int]:
+    """Rows t of a block of iterates after steps k + 1 .. k + length whose step is due."""
+    first = max(k + 1, start)
+    first += (-(first - start)) % every
+    return list(range(first - k - 1, length, every))
 
 
 def _coords(coords, dim: int) -> np.ndarray:
@@ -112,13 +126,20 @@ class Trace(Observer):
         }
 
     def update(self, state, k, theta):
-        if k % self.every == 0 and (self.until is None or k <= self.until):
-            state["steps"].append(k)
-            state["rows"].append(theta.index_select(0, state["idx"]).index_select(1, state["cidx"]).cpu())
+        self.update_block(state, k - 1, theta[None])
+
+    def update_block(self, state, k, thetas):
+        rows = _due_rows(k, thetas.shape[0], 0, self.every)
+        if self.until is not None:
+            rows = [t for t in rows if k + 1 + t <= self.until]
+        if rows:
+            state["steps"].extend(k + 1 + t for t in rows)
+            sel = thetas[rows] if len(rows) < thetas.shape[0] else thetas
+            state["rows"].append(sel.index_select(1, state["idx"]).index_select(2, state["cidx"]).cpu())
 
     def finish(self, states):
         steps = np.asarray(states[0]["steps"], dtype=np.int64)
-        blocks = [torch.stack(s["rows"]).numpy() for s in states if len(s["global"])]
+        blocks = [torch.cat(s["rows"]).numpy() for s in states if len(s["global"])]
         values = np.concatenate(blocks, axis=1) if blocks else np.empty((steps.size, 0, len(states[0]["coords"])))
         chains = np.concatenate([s["global"] for s in states])
         return TraceResult(steps, chains, states[0]["coords"], values)
@@ -181,10 +202,15 @@ class Moments(Observer):
 
     def update(self, state, k, theta):
         if _due(k, self.start_step, self.every):
-            z = theta.index_select(1, state["cidx"]).to(torch.float64) - state["center"]
-            state["s1"] += z
-            state["s2"] += z[:, :, None] * z[:, None, :]
-            state["count"] += 1
+            self.update_block(state, k - 1, theta[None])
+
+    def update_block(self, state, k, thetas):
+        rows = _due_rows(k, thetas.shape[0], self.start_step, self.every)
+        if rows:
+            z = thetas[rows].index_select(2, state["cidx"]).to(torch.float64) - state["center"]
+            state["s1"] += z.sum(0)
+            state["s2"] += torch.einsum("tni,tnj->nij", z, z)
+            state["count"] += len(rows)
 
     def finish(self, states):
         count = states[0]["count"]
@@ -254,10 +280,16 @@ class Occupation(Observer):
 
     def update(self, state, k, theta):
         if _due(k, self.start_step, self.every):
-            lab = self.assign(theta).long()
+            self.update_block(state, k - 1, theta[None])
+
+    def update_block(self, state, k, thetas):
+        rows = _due_rows(k, thetas.shape[0], self.start_step, self.every)
+        if rows:
+            sel = thetas[rows]
+            lab = self.assign(sel.reshape(-1, sel.shape[2])).long()
             lab = torch.where(lab < 0, torch.full_like(lab, self.n_states), lab)
-            state["counts"].index_add_(0, state["base"] + lab, torch.ones_like(lab))
-            state["total"] += 1
+            state["counts"].index_add_(0, state["base"].repeat(len(rows)) + lab, torch.ones_like(lab))
+            state["total"] += len(rows)
 
     def finish(self, states):
         r = self.n_states + 1
@@ -288,11 +320,19 @@ class FirstPassage(Observer):
         return {"times": torch.full((n,), -1, dtype=torch.int64, device=device), "last": 0}
 
     def update(self, state, k, theta):
-        state["last"] = k
-        if k >= self.start_step:
-            t = state["times"]
-            new = self.target(theta) & (t < 0)
-            t[new] = k
+        self.update_block(state, k - 1, theta[None])
+
+    def update_block(self, state, k, thetas):
+        L, n = thetas.shape[0], thetas.shape[1]
+        state["last"] = k + L
+        r0 = max(0, self.start_step - k - 1)
+        if r0 >= L:
+            return
+        hit = self.target(thetas[r0:].reshape(-1, thetas.shape[2])).reshape(L - r0, n)
+        first = torch.argmax(hit.to(torch.uint8), dim=0)  # the first True (0 where none)
+        times = state["times"]
+        new = hit.any(dim=0) & (times < 0)
+        times[new] = (k + 1 + r0 + first)[new]
 
     def finish(self, states):
         times = np.concatenate([s["times"].cpu().numpy() for s in states])
@@ -344,18 +384,30 @@ class ExitTime(Observer):
                 "prev": None, "last": 0}
 
     def update(self, state, k, theta):
-        d = self.distance(theta).to(torch.float64)
-        state["last"] = k
+        if state["prev"] is None:  # the initial state
+            d = self.distance(theta).to(torch.float64)
+            state["grid"][d <= 0] = k
+            state["prev"], state["last"] = d.clamp(min=0), k
+        else:
+            self.update_block(state, k - 1, theta[None])
+
+    def update_block(self, state, k, thetas):
+        L, n = thetas.shape[0], thetas.shape[1]
+        d = self.distance(thetas.reshape(-1, thetas.shape[2])).to(torch.float64).reshape(L, n)
         inside = d.clamp(min=0)
-        if state["prev"] is not None:
-            # survival through step k-1 -> k counts before the endpoint test; the crossing
-            # probability exp(-2 d_(k-1)^+ d_k^+ / var) is 1 as soon as either end is outside, which
-            # zeroes the survival weight of an exited chain for good (no alive mask needed)
-            state["bridge"].add_(state["survive"])
-            state["survive"].mul_(torch.expm1(state["prev"] * inside * (-2 / self.var)).neg_())
+        prev = torch.cat([state["prev"][None], inside[:-1]])
+        # survival through step j-1 -> j counts before the endpoint test; the crossing probability
+        # exp(-2 d_(j-1)^+ d_j^+ / var) is 1 as soon as either end is outside, which zeroes the survival
+        # weight of an exited chain for good (no alive mask needed). Over the block:
+        # bridge += S (1 + q_1 + q_1 q_2 + ...), S <- S q_1 ... q_L, with q_j = 1 - p_j.
+        q = torch.cumprod(torch.expm1(prev * inside * (-2 / self.var)).neg_(), dim=0)
+        state["bridge"].add_(state["survive"] * (1 + q[:-1].sum(0)))
+        state["survive"].mul_(q[-1])
+        out = d <= 0
         grid = state["grid"]
-        grid[(d <= 0) & (grid < 0)] = k
-        state["prev"] = inside
+        new = out.any(dim=0) & (grid < 0)
+        grid[new] = (k + 1 + torch.argmax(out.to(torch.uint8), dim=0))[new]
+        state["prev"], state["last"] = inside[-1], k + L
 
     def finish(self, states):
         grid = np.concatenate([s["grid"].cpu().numpy() for s in states])

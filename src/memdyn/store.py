@@ -82,10 +82,11 @@ class RunStore:
         return json.loads(p.read_text())
 
     def write_table(self, rel: str, df) -> None:
-        """Write a pandas DataFrame as Parquet; refuses NaN or infinite values."""
+        """Write a pandas DataFrame as Parquet; refuses NaN or infinite values (a value missing by design
+        is a pandas NA in a nullable column, e.g. ``Float64``)."""
         num = df.select_dtypes(include=[np.number])
-        if num.size and not np.isfinite(num.to_numpy(dtype=np.float64)).all():
-            bad = [c for c in num.columns if not np.isfinite(num[c].to_numpy(dtype=np.float64)).all()]
+        bad = [c for c in num.columns if not np.isfinite(num[c].to_numpy(dtype=np.float64, na_value=0.0)).all()]
+        if bad:
             raise ValueError(f"table {rel}: non-finite values in columns {bad}")
         buf = io.BytesIO()
         df.to_parquet(buf, index=False)

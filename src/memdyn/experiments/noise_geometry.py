@@ -29,7 +29,7 @@ from scipy.integrate import quad
 from ..claims import claim
 from ..landscapes import DoubleWell
 from ..ldp import GMAM_ACCURACY, fw_energies, transition_costs
-from ..noise import StateDependentGaussian, tanh_step
+from ..noise import ProfileGaussian, tanh_step
 from .base import ConfigError, Context, Experiment, ExperimentConfig, Figure, Outcome
 from .occupation import double_well_extrapolation, plot_log_ratio, right_occupation
 
@@ -118,7 +118,7 @@ class NoiseGeometry(Experiment):
             claim("transition cost right -> left (gMAM vs quadrature)", vr, B[1, 0], accuracy=GMAM_ACCURACY * vr,
                   accuracy_source=acc, detail="V(s; 1) = int_{s}^{1} 2 |F'(x)| / sigma(x)^2 dx"),
         ]
-        noise = StateDependentGaussian(lambda th: sig(th[:, 0]))
+        noise = ProfileGaussian(sig)
         rows = []
         for a in self.grid(cfg):
             row = right_occupation(well, sig, noise, float(a), cfg.chains, cfg.mix, cfg.events, ctx,

@@ -25,7 +25,7 @@ from scipy.integrate import quad
 from ..claims import claim
 from ..landscapes import MultiWell
 from ..ldp import GMAM_ACCURACY, fw_energies, transition_costs
-from ..noise import StateDependentGaussian, tanh_step
+from ..noise import ProfileGaussian, tanh_step
 from .base import ConfigError, Context, Experiment, ExperimentConfig, Figure, Outcome
 from .occupation import extrapolation_claims, log_ratio, sde_log_occupations, well_occupation
 
@@ -117,7 +117,7 @@ class ThreeWells(Experiment):
             claims.append(claim(f"transition cost {i} -> {j} (gMAM vs quadrature)", Bx[i, j], B[i, j],
                                 accuracy=GMAM_ACCURACY * Bx[i, j], accuracy_source=acc,
                                 detail=f"V(saddle; m_{i}) = |int 2 F'(x) / sigma(x)^2 dx| from m_{i}"))
-        noise = StateDependentGaussian(lambda th: sig(th[:, 0]))
+        noise = ProfileGaussian(sig)
         rows, occs = [], []
         others = [i for i in range(3) if i != pick]
         for a in self.grid(cfg):

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..episodes import Episodes, StreamingDetector
-from ..observers import Observer
+from ..observers import Observer, _due_rows
 from .probes import probe_states
 
 __all__ = ["ProbeObserver", "ProbeRecord"]
@@ -124,21 +124,30 @@ class ProbeObserver(Observer):
                 "train": torch.as_tensor(self.train, dtype=dtype, device=device)}
 
     def update(self, state, k, theta):
-        if k < self.start_step or (k - self.start_step) % self.every:
+        if k >= self.start_step and (k - self.start_step) % self.every == 0:
+            self.update_block(state, k - 1, theta[None])
+
+    def update_block(self, state, k, thetas):
+        rows = _due_rows(k, thetas.shape[0], self.start_step, self.every)
+        if not rows:
             return
-        D = self.train.shape[1]
-        s = probe_states(theta[:, :D] if theta.shape[1] > D else theta, state["train"], **self.thresholds)
+        D, n = self.train.shape[1], thetas.shape[1]
+        sel = thetas[rows] if len(rows) < thetas.shape[0] else thetas
+        # the nearest two training points of every due iterate at once; the episodes then step by step
+        s = probe_states(sel[:, :, :D].reshape(-1, D), state["train"], **self.thresholds)
         cur = state["current"]
-        np.copyto(cur, s.label, where=s.label >= 0)
-        state["detector"].update(cur)
-        state["memorized"] += s.memorized
-        state["count"].append(int(s.memorized.sum()))
-        if self.history_every and (k - self.start_step) % self.history_every == 0:
-            state["history"].append(s.memorized.copy())
-        state["obs_steps"].append(k)
-        if state["keep"] and (k - self.start_step) % self.raster_every == 0:
-            state["raster"].append(cur[:state["keep"]].copy())
-            state["steps"].append(k)
+        for r, t in enumerate(rows):
+            step, label, memorized = k + 1 + t, s.label[r * n : (r + 1) * n], s.memorized[r * n : (r + 1) * n]
+            np.copyto(cur, label, where=label >= 0)
+            state["detector"].update(cur)
+            state["memorized"] += memorized
+            state["count"].append(int(memorized.sum()))
+            if self.history_every and (step - self.start_step) % self.history_every == 0:
+                state["history"].append(memorized.copy())
+            state["obs_steps"].append(step)
+            if state["keep"] and (step - self.start_step) % self.raster_every == 0:
+                state["raster"].append(cur[:state["keep"]].copy())
+                state["steps"].append(step)
 
     def finish(self, states):
         parts = [(s["offset"], s["detector"].finish()) for s in states]

@@ -1,0 +1,59 @@
+"""numba kernel of :func:`memdyn.simulate` for 1-D polynomial landscapes with Gaussian noise of a
+constant or tanh-step scale: a tile of steps of every chain in one compiled call (no per-step
+Python overhead). Kept apart so that importing memdyn does not import numba."""
+
+import math
+
+import numba
+import numpy as np
+
+
+@numba.njit(nogil=True, cache=True)
+def advance_line(theta, raw, t0, steps, a_step, a_chain, coef, kind, par, scale, traj):
+    """Advance every chain ``steps`` iterations of theta <- theta - a (F'(theta) + sigma(theta) s z).
+
+    theta : (N,) states, N a multiple of the block size B, updated in place (each step is computed
+        in float64 and the state stored in theta's dtype).
+    raw : (nb, T, B) standard normals; chain i = b B + j reads raw[b, t0 + t, j] at step t.
+    a_step : (steps,) step of each iteration; a_chain : (N,) per-chain factor (products with 1 are
+        exact, so a constant step and per-chain steps give the same bits).
+    coef : F' as polynomial coefficients, highest degree first (Horner's rule).
+    kind : 0 constant sigma = par[0]; 1 tanh step
+        sigma(x) = par[1] + (par[0] - par[1]) (1 - tanh((x - par[2]) / par[3])) / 2.
+    scale : (N,) per-chain noise factor s.
+    traj : (steps, N) iterates after each step, or shape (0, N) to keep none.
+
+    The loops run over the chains of a block innermost (vectorised), one block after another,
+    single-threaded: the engine draws the next tile's noise on the other core meanwhile.
+    """
+    block = raw.shape[2]
+    keep = traj.shape[0] > 0
+    m = coef.shape[0]
+    x = np.empty(block)
+    g = np.empty(block)
+    sg = np.empty(block)
+    for b in range(theta.shape[0] // block):
+        lo = b * block
+        for j in range(block):
+            x[j] = theta[lo + j]
+        for t in range(steps):
+            for j in range(block):
+                g[j] = coef[0]
+            for c in range(1, m):
+                cc = coef[c]
+                for j in range(block):
+                    g[j] = g[j] * x[j] + cc
+            if kind == 0:
+                for j in range(block):
+                    sg[j] = par[0]
+            else:
+                for j in range(block):
+                    sg[j] = par[1] + (par[0] - par[1]) * 0.5 * (1.0 - math.tanh((x[j] - par[2]) / par[3]))
+            at = a_step[t]
+            for j in range(block):
+                theta[lo + j] = x[j] - at * a_chain[lo + j] * (g[j] + sg[j] * scale[lo + j] * raw[b, t0 + t, j])
+            for j in range(block):
+                x[j] = theta[lo + j]
+            if keep:
+                for j in range(block):
+                    traj[t, lo + j] = theta[lo + j]
