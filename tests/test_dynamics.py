@@ -323,3 +323,19 @@ def test_bad_per_chain_parameters_and_a_failing_draw_are_reported():
     with pytest.raises(RuntimeError, match="draw failed"):
         simulate(land, Broken(1.0), 0.1, 1000, 4, init=[0.0])
     assert torch.get_num_threads() == threads  # the core lent to the draw thread is given back
+
+
+def test_compiled_tanh_is_accurate_to_1e_13():
+    import numba
+
+    from memdyn._step_kernel import tanh
+
+    @numba.njit
+    def each(u):
+        out = np.empty_like(u)
+        for i in range(u.size):
+            out[i] = tanh(u[i])
+        return out
+
+    u = np.concatenate([np.linspace(-40, 40, 400_001), np.geomspace(1e-14, 2, 2001), -np.geomspace(1e-14, 2, 2001)])
+    assert np.abs(each(u) - np.tanh(u)).max() < 1e-13

@@ -63,7 +63,9 @@ def test_block_wise_evaluation_is_exact(monkeypatch):
     v, g = F.value(x), F.grad(x)
     monkeypatch.setattr(mod, "BLOCK", 120)  # 2 chains per block
     torch.testing.assert_close(F.value(x), v, rtol=1e-14, atol=1e-14)
-    torch.testing.assert_close(F.grad(x), g, rtol=1e-14, atol=1e-14)
+    # the gradient sums terms of size |x| / h^2 ~ 30 by matrix products whose rounding depends on the block's
+    # row count: a few ulps of those terms
+    torch.testing.assert_close(F.grad(x), g, rtol=0, atol=64 * 2.2e-16 * 30)
     r = F.responsibilities(x)
     torch.testing.assert_close(r.sum(1), torch.ones(37, dtype=torch.float64))
 

@@ -2,13 +2,32 @@
 constant or tanh-step scale: a tile of steps of every chain in one compiled call (no per-step
 Python overhead). Kept apart so that importing memdyn does not import numba."""
 
-import math
-
 import numba
 import numpy as np
 
+@numba.njit(inline="always", error_model="numpy")
+def tanh(u):
+    """tanh(u) in arithmetic the compiler vectorises (libm's tanh is a scalar call, ~13 ns a chain-step):
+    e = exp(-2|u|) as (exp(-2|u|/256))^256, the inner exp by its Taylor polynomial of degree 9 on
+    [-0.16, 0] (|u| is clamped at 20, where tanh is 1 in float64), then sign(u) (1 - e)/(1 + e).
+    Absolute error < 1e-13 (tested against numpy)."""
+    a = min(abs(u), 20.0)
+    z = a * (-2.0 / 256.0)
+    p = 1.0 + z * (1.0 + z * (1 / 2 + z * (1 / 6 + z * (1 / 24 + z * (1 / 120 + z * (1 / 720 + z * (
+        1 / 5040 + z * (1 / 40320 + z * (1 / 362880)))))))))
+    p = p * p
+    p = p * p
+    p = p * p
+    p = p * p
+    p = p * p
+    p = p * p
+    p = p * p
+    p = p * p
+    t = (1.0 - p) / (1.0 + p)
+    return t if u >= 0 else -t
 
-@numba.njit(nogil=True, cache=True)
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")  # numpy: no zero-division branch, so loops vectorise
 def advance_line(theta, raw, t0, steps, a_step, a_chain, coef, kind, par, scale, traj):
     """Advance every chain ``steps`` iterations of theta <- theta - a (F'(theta) + sigma(theta) s z).
 
@@ -48,7 +67,7 @@ def advance_line(theta, raw, t0, steps, a_step, a_chain, coef, kind, par, scale,
                     sg[j] = par[0]
             else:
                 for j in range(block):
-                    sg[j] = par[1] + (par[0] - par[1]) * 0.5 * (1.0 - math.tanh((x[j] - par[2]) / par[3]))
+                    sg[j] = par[1] + (par[0] - par[1]) * 0.5 * (1.0 - tanh((x[j] - par[2]) / par[3]))
             at = a_step[t]
             for j in range(block):
                 theta[lo + j] = x[j] - at * a_chain[lo + j] * (g[j] + sg[j] * scale[lo + j] * raw[b, t0 + t, j])

@@ -150,19 +150,25 @@ class Timescales(Experiment):
             every = max(1, K // 400)
             lag_f = max(1, int(round(tau_f))) if math.isfinite(tau_f) else 1
             w = np.array([1.0, eps * k / lx])
-            for level, sig in (("main", sigma), ("low", sigma * cfg.tracking_noise)):
+            levels = (("main", 1.0), ("low", cfg.tracking_noise))  # noise factors on sigma
+            n = cfg.chains
+            starts = [np.full(2, 1.0 + 20 * sigma * f * math.sqrt(a)) for _, f in levels]
+
+            def s1_cell(land=land, eps=eps, K=K, every=every, lag_f=lag_f, starts=starts):
+                # both noise levels in one simulation: per-chain noise factors, one group of chains each
+                sim = simulate(land, s1_noise(sigma, 1, 2, eps), a, K, 2 * n, init=np.repeat(starts, n, axis=0),
+                               noise_scale=np.repeat([f for _, f in levels], n), seed=ctx.seed_for("s1", eps),
+                               dtype=dtype, progress=ctx.progress,
+                               observers=[Trace(every=every, name="coarse"), Trace(every=lag_f, until=lag_f, name="early")])
+                return {"coarse_steps": sim["coarse"].steps, "coarse": sim["coarse"].values,
+                        "early_steps": sim["early"].steps, "early": sim["early"].values}
+
+            both = ctx.cell(f"s1_eps={eps:g}", s1_cell)
+            for j, ((level, factor), theta0) in enumerate(zip(levels, starts)):
+                sig = sigma * factor
                 C = sig**2 * np.diag([1.0, eps**2])
-                disp = 1.0 + 20 * sig * math.sqrt(a)
-                theta0 = np.array([disp, disp])
-
-                def s1_cell(sig=sig, land=land, theta0=theta0):
-                    sim = simulate(land, s1_noise(sig, 1, 2, eps), a, K, cfg.chains, init=theta0,
-                                   seed=ctx.seed_for("s1", eps, level), dtype=dtype, progress=ctx.progress,
-                                   observers=[Trace(every=every, name="coarse"), Trace(every=lag_f, until=lag_f, name="early")])
-                    return {"coarse_steps": sim["coarse"].steps, "coarse": sim["coarse"].values,
-                            "early_steps": sim["early"].steps, "early": sim["early"].values}
-
-                cell = ctx.cell(f"s1_eps={eps:g}_{level}", s1_cell)
+                group = slice(j * n, (j + 1) * n)
+                cell = {**both, "coarse": both["coarse"][:, group], "early": both["early"][:, group]}
                 steps, tr = cell["coarse_steps"], cell["coarse"]
                 # exact moments along the saved steps
                 m_k, S_k = _exact_moments(np.eye(2) - a * Hs, a * a * C, theta0, steps)
