@@ -161,3 +161,11 @@ def test_z_summary_of_standard_normals():
     s = z_summary(z)
     assert abs(s.mean) < 4 / 20 and abs(s.sd - 1) < 4 * 0.0354 and s.ks_p > 1e-3 and not s.off()
     assert z_summary(2 * z).off() and z_summary(z + 1).off()
+
+
+def test_store_table_allows_na_in_nullable_columns_only(tmp_path):
+    st_ = RunStore(tmp_path / "r")
+    st_.write_table("na.parquet", pd.DataFrame({"z": pd.array([1.0, None], dtype="Float64")}))
+    assert pd.read_parquet(st_.path("na.parquet"))["z"].isna().tolist() == [False, True]
+    with pytest.raises(ValueError, match="non-finite values in columns \\['z'\\]"):
+        st_.write_table("inf.parquet", pd.DataFrame({"z": pd.array([1.0, float("inf")], dtype="Float64")}))

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -49,6 +50,9 @@ def test_list_and_config(tmp_path):
     ("diffusion-tau-mem", ["--set", "ns=[8,16,32,16]"], "increasing, each >= 8"),
     ("diffusion-tau-mem", ["--set", "ns=[8,16,32]"], "diffusion-tau-mem.ns"),
     ("diffusion-calibration", ["--set", "dataset=gmm"], "diffusion-calibration.dataset"),
+    ("diffusion-episodes", ["--set", "lrs=[0.004,0.001,0.002]"], "diffusion-episodes.lrs"),
+    ("diffusion-episodes", ["--set", "ema_lrs=[0.003]"], "diffusion-episodes.ema_lrs"),
+    ("diffusion-episodes", ["--set", "window=100"], "diffusion-episodes.window=100"),
 ])
 def test_bad_input_exits_2_with_one_line(tmp_path, name, args, needle):
     out = memdyn("run", name, "--quick", *args, "--out", "D", cwd=tmp_path)
@@ -58,13 +62,18 @@ def test_bad_input_exits_2_with_one_line(tmp_path, name, args, needle):
     assert "Traceback" not in out.stderr
 
 
-def test_default_suite_leaves_out_long_experiments():
+def test_default_suite_runs_the_quick_form_of_long_experiments():
     from memdyn.experiments import DEFAULT_SUITE, EXPERIMENTS
     from memdyn.runner import resolve_configs
 
-    assert "diffusion-tau-mem" in EXPERIMENTS and "diffusion-tau-mem" not in DEFAULT_SUITE
-    assert list(resolve_configs([], quick=True, sets=[])) == DEFAULT_SUITE
-    assert "diffusion-calibration" in DEFAULT_SUITE
+    suite = resolve_configs([], quick=False, sets=[])
+    assert list(suite) == DEFAULT_SUITE and "diffusion-calibration" in DEFAULT_SUITE
+    for name in ("diffusion-tau-mem", "diffusion-episodes"):
+        assert suite[name] == EXPERIMENTS[name].resolve(True)  # the suite runs the quick form
+        assert resolve_configs([name], quick=False, sets=[])[name] == EXPERIMENTS[name].resolve(False)  # named: full
+    assert suite["gibbs"] == EXPERIMENTS["gibbs"].resolve(False)
+    out = memdyn("list", cwd=Path.cwd())
+    assert "diffusion-episodes" in out.stdout and "runs its --quick form" in out.stdout
 
 
 def test_unknown_experiment(tmp_path):

@@ -29,7 +29,8 @@ def list_experiments():
     """List the registered experiments, one line each."""
     width = max(len(n) for n in EXPERIMENTS)
     for name, exp in EXPERIMENTS.items():
-        extra = "" if exp.in_default_suite else "  [run by name only: not in the default suite]"
+        extra = ("  [run by name only: not in the default suite]" if not exp.in_default_suite else
+                 "  [the default suite runs its --quick form]" if exp.suite_form == "quick" else "")
         typer.echo(f"{name:<{width}}  {exp.summary}{extra}")
 
 

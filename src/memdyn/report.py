@@ -52,6 +52,39 @@ def _claims_table(claims: list) -> str:
     return "".join(rows)
 
 
+def _claim_cell(claims: list) -> str:
+    if not claims:
+        return "<td class='name'>not modelled</td>"
+    items = []
+    for c in claims:
+        ok = "<span class='ok'>holds</span>" if c["holds"] else "<span class='bad'>fails</span>"
+        if c.get("flagged"):
+            ok += " <span class='bad'>misfit</span>"
+        items.append(f"{html.escape(c['name'])}: predicted {_BOUND.get(c.get('side', 'both'), '')}{_num(c['predicted'])}, "
+                     f"measured {_num(c['measured'])} [{_num(c['ci_low'])}, {_num(c['ci_high'])}] {ok}")
+    return "<td class='name'>" + "<br>".join(items) + "</td>"
+
+
+def _theory_vs_practice(claims: list) -> str:
+    from .practice import comparisons
+
+    rows = comparisons(claims)
+    if not rows:
+        return ""
+    out = ["<h2>Theory vs practice</h2><p>Each prediction as the stylized model tests it (exact references) and as "
+           "a real diffusion model trained on MNIST digits shows it. Where the real model disagrees the row says by "
+           "how much.</p><table><tr><th class='name'>prediction</th><th class='name'>stylized model</th>"
+           "<th class='name'>real diffusion model</th><th class='name'>verdict</th></tr>"]
+    for r in rows:
+        tag = "ok" if r["verdict"] == "agrees" else "bad"
+        how = f"<br><small>{html.escape(r['how'])}</small>" if r["how"] else ""
+        out.append(f"<tr><td class='name'>{html.escape(r['prediction'])}</td>{_claim_cell(r['stylized'])}"
+                   f"{_claim_cell(r['real'])}<td class='name'><span class='{tag}'>{html.escape(r['verdict'])}</span>"
+                   f"{how}</td></tr>")
+    out.append("</table>")
+    return "".join(out)
+
+
 def write_report(run_dir) -> Path:
     """Write ``report.html`` in ``run_dir`` from its results.json files; return its path."""
     store = RunStore(run_dir)
@@ -100,6 +133,7 @@ def write_report(run_dir) -> Path:
             parts.append(f"<figure><img alt='{html.escape(f['file'])}' src='data:image/png;base64,{data}'>"
                          f"<figcaption>{html.escape(f['caption'])}</figcaption></figure>")
         parts.append(_claims_table(claims))
+    parts.append(_theory_vs_practice(res["claims"]))
     parts.append("<h2>Configuration</h2><pre>" + html.escape(json.dumps(cfg, indent=2)) + "</pre>")
     parts.append("<h2>Versions and timings</h2><pre>" +
                  html.escape(json.dumps({"versions": res["versions"], "seconds": res["timings"]}, indent=2)) +

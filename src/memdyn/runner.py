@@ -47,7 +47,9 @@ def versions() -> dict:
 
 
 def resolve_configs(names: list[str], quick: bool, sets: list[str]) -> dict:
-    """Validate experiment names and ``KEY=VALUE`` / ``EXPERIMENT.KEY=VALUE`` overrides."""
+    """Validate experiment names and ``KEY=VALUE`` / ``EXPERIMENT.KEY=VALUE`` overrides. Without names:
+    the default suite, each experiment in its ``suite_form``."""
+    suite = not names
     names = list(names) or list(DEFAULT_SUITE)
     unknown = [n for n in names if n not in EXPERIMENTS]
     if unknown:
@@ -72,7 +74,8 @@ def resolve_configs(names: list[str], quick: bool, sets: list[str]) -> dict:
             raise ConfigError(f"unknown key {key!r} for {where}; valid keys: {', '.join(valid)}")
         for n in targets:
             overrides[n][key] = value
-    return {n: EXPERIMENTS[n].resolve(quick, overrides[n]) for n in names}
+    return {n: EXPERIMENTS[n].resolve(quick or (suite and EXPERIMENTS[n].suite_form == "quick"), overrides[n])
+            for n in names}
 
 
 def _default_out(runs_dir: Path) -> Path:

@@ -61,6 +61,15 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+def _values(col) -> np.ndarray:
+    """A numeric column's values as float64; a nullable column's NA entries (missing by design) left out."""
+    import pandas as pd
+
+    if pd.api.types.is_extension_array_dtype(col.dtype):
+        col = col.dropna()
+    return col.to_numpy(dtype=np.float64)
+
+
 class RunStore:
     """A run directory."""
 
@@ -85,7 +94,7 @@ class RunStore:
         """Write a pandas DataFrame as Parquet; refuses NaN or infinite values (a value missing by design
         is a pandas NA in a nullable column, e.g. ``Float64``)."""
         num = df.select_dtypes(include=[np.number])
-        bad = [c for c in num.columns if not np.isfinite(num[c].to_numpy(dtype=np.float64, na_value=0.0)).all()]
+        bad = [c for c in num.columns if not np.isfinite(_values(num[c])).all()]
         if bad:
             raise ValueError(f"table {rel}: non-finite values in columns {bad}")
         buf = io.BytesIO()

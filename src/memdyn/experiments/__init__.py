@@ -4,6 +4,7 @@ from .base import ConfigError, Context, Experiment, Outcome
 from .collapse import Collapse
 from .degeneration import Degeneration
 from .diffusion_calibration import DiffusionCalibration
+from .diffusion_episodes import DiffusionEpisodes
 from .diffusion_tau_mem import DiffusionTauMem
 from .double_descent import DoubleDescent
 from .exit_times import ExitTimes
@@ -21,7 +22,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (Timescales(), Gibbs(),
                                                   Quasipotential(),
                                                   Collapse(), Degeneration(), Refit(), Memorization(),
                                                   NoiseMitigation(), DoubleDescent(), DiffusionCalibration(),
-                                                  DiffusionTauMem())}
+                                                  DiffusionEpisodes(), DiffusionTauMem())}
 
 #: what `memdyn run` and `memdyn calibrate` run when no experiment is named
 DEFAULT_SUITE: list[str] = [n for n, e in EXPERIMENTS.items() if e.in_default_suite]

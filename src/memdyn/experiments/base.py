@@ -101,6 +101,9 @@ class Experiment:
     quick: ClassVar[dict] = {}
     #: run by `memdyn run` / `make run` without names (False: only when named, e.g. too long for the suite)
     in_default_suite: ClassVar[bool] = True
+    #: the form the default suite runs: "full", or "quick" for an experiment whose full form is too long for it
+    #: (naming the experiment runs the full form unless --quick)
+    suite_form: ClassVar[str] = "full"
     sample_keys: ClassVar[tuple] = ()
 
     def keys(self) -> list[str]:

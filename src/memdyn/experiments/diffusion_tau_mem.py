@@ -82,7 +82,7 @@ class DiffusionTauMem(Experiment):
     Config = DiffusionTauMemConfig
     quick = {"ns": [8, 16, 32, 64], "seeds": 2, "width": 128, "probes": 16}
     sample_keys = ("seeds",)
-    in_default_suite = False  # minutes of training: run it by name (`--quick`: under a minute)
+    suite_form = "quick"  # the full form trains for minutes; the default suite runs the quick one (under a minute)
 
     def check(self, cfg):
         if any(n < 8 for n in cfg.ns) or any(b <= a for a, b in zip(cfg.ns, cfg.ns[1:])):
