@@ -53,6 +53,7 @@ def test_list_and_config(tmp_path):
     ("diffusion-episodes", ["--set", "lrs=[0.004,0.001,0.002]"], "diffusion-episodes.lrs"),
     ("diffusion-episodes", ["--set", "ema_lrs=[0.003]"], "diffusion-episodes.ema_lrs"),
     ("diffusion-episodes", ["--set", "window=100"], "diffusion-episodes.window=100"),
+    ("self-consuming", ["--set", "alpha=0.01"], "self-consuming.alpha=0.01"),
 ])
 def test_bad_input_exits_2_with_one_line(tmp_path, name, args, needle):
     out = memdyn("run", name, "--quick", *args, "--out", "D", cwd=tmp_path)
@@ -72,6 +73,7 @@ def test_default_suite_runs_the_quick_form_of_long_experiments():
         assert suite[name] == EXPERIMENTS[name].resolve(True)  # the suite runs the quick form
         assert resolve_configs([name], quick=False, sets=[])[name] == EXPERIMENTS[name].resolve(False)  # named: full
     assert suite["gibbs"] == EXPERIMENTS["gibbs"].resolve(False)
+    assert "self-consuming" in EXPERIMENTS and "self-consuming" not in DEFAULT_SUITE  # run by name only
     out = memdyn("list", cwd=Path.cwd())
     assert "diffusion-episodes" in out.stdout and "runs its --quick form" in out.stdout
 

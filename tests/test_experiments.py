@@ -10,7 +10,7 @@ from memdyn.runner import run_suite
 
 @pytest.mark.parametrize("name", ["gibbs", "noise-geometry", "three-wells", "exit-times", "quasipotential", "collapse",
                                   "degeneration", "refit", "memorization", "noise-mitigation", "double-descent",
-                                  "diffusion-episodes", "diffusion-tau-mem"])
+                                  "diffusion-episodes", "diffusion-tau-mem", "self-consuming"])
 def test_quick_experiment_claims_hold(tmp_path, name):
     summary = run_suite([name], tmp_path / "run", quick=True, seed=1)
     assert not summary.errors

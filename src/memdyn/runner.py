@@ -185,7 +185,8 @@ def finalize(store: RunStore, errors: dict[str, str] | None = None) -> RunSummar
             err = store.read_json(f"{name}/error.json")
             if err is not None:
                 errors.setdefault(name, err["error"])
-            experiments[name] = {"status": "diverged" if name in errors else "missing"}
+            status = "missing" if name not in errors else "diverged" if (err or {}).get("step") is not None else "error"
+            experiments[name] = {"status": status}
             continue
         for c in res["claims"]:
             claims.append({"experiment": name, **c})

@@ -14,6 +14,7 @@ from .noise_geometry import NoiseGeometry
 from .noise_mitigation import NoiseMitigation
 from .quasipotential import Quasipotential
 from .refit import Refit
+from .self_consuming import SelfConsuming
 from .three_wells import ThreeWells
 from .timescales import Timescales
 
@@ -22,7 +23,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (Timescales(), Gibbs(),
                                                   Quasipotential(),
                                                   Collapse(), Degeneration(), Refit(), Memorization(),
                                                   NoiseMitigation(), DoubleDescent(), DiffusionCalibration(),
-                                                  DiffusionEpisodes(), DiffusionTauMem())}
+                                                  DiffusionEpisodes(), DiffusionTauMem(), SelfConsuming())}
 
 #: what `memdyn run` and `memdyn calibrate` run when no experiment is named
 DEFAULT_SUITE: list[str] = [n for n, e in EXPERIMENTS.items() if e.in_default_suite]
