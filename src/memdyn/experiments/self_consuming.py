@@ -11,8 +11,8 @@ diverse; accumulating every generation's samples slows the loss.
 A memorizing diffusion model is close to such a model: its samples are copies of its training
 items. Here generation 0 trains a residual MLP (x0, Adam) on n real MNIST digits; each generation
 then draws M samples (DDIM from fresh noise), traces each to the real digit it copies (d1/d2 < 1/3
-against every real digit brought in so far; a sample that copies none is new, an ancestor of its
-own) and trains a fresh model on the next set:
+against the real digits its training set descends from; a sample that copies none is new, an
+ancestor of its own) and trains a fresh model on the next set:
 
 * replace: the M samples;
 * mixed: round(alpha M) fresh real digits (never seen before) and M - round(alpha M) samples;
@@ -186,8 +186,11 @@ def _loop(cfg, mode: str, seed: int) -> dict:
         with torch.no_grad():
             samples = ddim_sample(model, probe_noise(M, items.shape[1:], seed=seed + 15485863 * (g + 1)), schedule,
                                   steps=cfg.sample_steps)
-        # against every real digit brought in so far (the ancestors present are among them; d2 needs two or more)
-        a, copied = _ancestry(samples, real[:fresh_next], np.arange(fresh_next))
+        # against the real digits the training set descends from (every real digit so far when fewer than two remain:
+        # d2 needs two); a larger bank would count a copy of A as ambiguous when another real digit resembles A
+        present = np.unique(anc[anc < len(real)])
+        bank = present if present.size >= 2 else np.arange(fresh_next)
+        a, copied = _ancestry(samples, real[bank], bank)
         novel = a < 0
         a[novel] = np.arange(next_id, next_id + int(novel.sum()))
         next_id += int(novel.sum())
