@@ -169,3 +169,25 @@ def test_store_table_allows_na_in_nullable_columns_only(tmp_path):
     assert pd.read_parquet(st_.path("na.parquet"))["z"].isna().tolist() == [False, True]
     with pytest.raises(ValueError, match="non-finite values in columns \\['z'\\]"):
         st_.write_table("inf.parquet", pd.DataFrame({"z": pd.array([1.0, float("inf")], dtype="Float64")}))
+
+
+def test_theory_vs_practice_verdicts():
+    from memdyn.practice import comparisons
+
+    def c(exp, name, holds=True, flagged=False, z=None):
+        return {"experiment": exp, "name": name, "holds": holds, "flagged": flagged, "measured": 0.5, "predicted": 1.0,
+                "z": z, "detail": "line misfit", "side": "both"}
+
+    claims = [c("diffusion-episodes", "larger steps, shorter episodes: x"), c("noise-mitigation", "episode length ratio "
+              "when a grows x1.15"), c("diffusion-episodes", "Arrhenius slope of ln L"),
+              c("diffusion-tau-mem", "slope of ln tau_mem vs ln n", holds=False, z=-5.0)]
+    rows = {r["prediction"][:20]: r for r in comparisons(claims, {"diffusion-episodes": {
+        "arrhenius_form": False, "verdict": "a power law fits better"}})}
+    assert rows["Larger steps give sh"]["verdict"] == "agrees" and rows["Larger steps give sh"]["stylized"]
+    arr = rows["Episode lengths are "]
+    assert arr["verdict"] == "agrees in direction, not in form" and "power law" in arr["how"]
+    tau = rows["Memorization sets in"]
+    assert tau["verdict"] == "disagrees" and "z = -5.00" in tau["how"] and tau["stylized"] == []
+    assert len(rows) == 3  # rows without a real-model claim are left out
+    flagged = comparisons([c("diffusion-episodes", "Arrhenius slope", flagged=True)])
+    assert flagged[0]["verdict"] == "agrees in direction, not in form" and flagged[0]["how"] == "line misfit"

@@ -65,10 +65,10 @@ def _claim_cell(claims: list) -> str:
     return "<td class='name'>" + "<br>".join(items) + "</td>"
 
 
-def _theory_vs_practice(claims: list) -> str:
+def _theory_vs_practice(claims: list, summaries: dict) -> str:
     from .practice import comparisons
 
-    rows = comparisons(claims)
+    rows = comparisons(claims, summaries)
     if not rows:
         return ""
     out = ["<h2>Theory vs practice</h2><p>Each prediction as the stylized model tests it (exact references) and as "
@@ -111,6 +111,7 @@ def write_report(run_dir) -> Path:
                  "<span class='bad'>misfit</span> marks a claim resting on a line fit inconsistent with a line "
                  "(chi^2 p &lt; 0.001; its errors are inflated by the Birge ratio).</p>")
     by_exp: dict[str, list] = {}
+    summaries: dict[str, dict] = {}
     for c in res["claims"]:
         by_exp.setdefault(c["experiment"], []).append(c)
     section = None
@@ -118,6 +119,7 @@ def write_report(run_dir) -> Path:
         exp = store.read_json(f"{name}/results.json")
         if exp is None:
             continue
+        summaries[name] = exp.get("summary") or {}
         if exp.get("section") and exp["section"] != section:
             section = exp["section"]
             parts.append(f"<h2>{html.escape(section)}</h2>")
@@ -133,7 +135,7 @@ def write_report(run_dir) -> Path:
             parts.append(f"<figure><img alt='{html.escape(f['file'])}' src='data:image/png;base64,{data}'>"
                          f"<figcaption>{html.escape(f['caption'])}</figcaption></figure>")
         parts.append(_claims_table(claims))
-    parts.append(_theory_vs_practice(res["claims"]))
+    parts.append(_theory_vs_practice(res["claims"], summaries))
     parts.append("<h2>Configuration</h2><pre>" + html.escape(json.dumps(cfg, indent=2)) + "</pre>")
     parts.append("<h2>Versions and timings</h2><pre>" +
                  html.escape(json.dumps({"versions": res["versions"], "seconds": res["timings"]}, indent=2)) +

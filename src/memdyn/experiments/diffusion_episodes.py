@@ -164,7 +164,8 @@ class DiffusionEpisodes(Experiment):
                                         f"{math.exp(lnl[(lr, False)]):.0f} steps; one-sided, paired bootstrap")))
         looks = "are inconsistent with the Arrhenius line" if arr.flagged else "are not rejected by the Arrhenius line"
         favour = ("the power law fits better" if power.p_value > arr.p_value else "the Arrhenius line fits better")
-        summary = {"arrhenius_slope": arr.slope, "arrhenius_slope_se": _sd(slope_b), "arrhenius_p": arr.p_value,
+        summary = {"arrhenius_form": bool(not arr.flagged and arr.p_value >= power.p_value),
+                   "arrhenius_slope": arr.slope, "arrhenius_slope_se": _sd(slope_b), "arrhenius_p": arr.p_value,
                    "power_slope": power.slope, "power_slope_se": _sd(power_b), "power_p": power.p_value,
                    "verdict": (f"the episode lengths {looks} in 1/lr (chi2 p = {arr.p_value:.2g}); a power law in lr, "
                                f"exponent {power.slope:.3f} +- {_sd(power_b):.3f}, has p = {power.p_value:.2g}: "
