@@ -21,7 +21,15 @@ from torch import nn
 
 from .schedule import NoiseSchedule, _check
 
-__all__ = ["EmpiricalOptimalDenoiser", "ResidualMLP", "SmallUNet", "time_embedding"]
+
+def seeded(build, seed: int):
+    """``build()`` with torch's CPU generator seeded by ``seed`` (initial weights from the seed), the
+    caller's generator state left untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        return build()
+
+__all__ = ["EmpiricalOptimalDenoiser", "ResidualMLP", "SmallUNet", "seeded", "time_embedding"]
 
 
 def time_embedding(t: torch.Tensor, dim: int, steps: int) -> torch.Tensor:

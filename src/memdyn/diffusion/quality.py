@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .models import seeded
+
 __all__ = ["DigitClassifier", "fit_classifier"]
 
 
@@ -43,9 +45,7 @@ def fit_classifier(images: torch.Tensor, labels, *, steps: int = 400, batch: int
     if images.shape[0] != y.shape[0] or images.shape[0] < 2:
         raise ValueError(f"need matching images and labels (>= 2), got {images.shape[0]} and {y.shape[0]}")
     gen = torch.Generator().manual_seed(int(seed))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed))
-        model = DigitClassifier(math.prod(images.shape[1:]), int(y.max()) + 1)
+    model = seeded(lambda: DigitClassifier(math.prod(images.shape[1:]), int(y.max()) + 1), seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     X = images.float()
     for _ in range(int(steps)):

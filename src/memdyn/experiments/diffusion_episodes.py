@@ -39,7 +39,6 @@ import math
 
 import numpy as np
 import pandas as pd
-import torch
 from matplotlib.figure import Figure as MplFigure
 from pydantic import Field
 
@@ -135,7 +134,7 @@ class DiffusionEpisodes(Experiment):
                          "cv": coefficient_of_variation(lengths) if lengths.size > 2 else None,
                          "f_mem": float(fm)})
         tab = pd.DataFrame(rows).astype({"cv": "Float64", "log_mean_length_se": "Float64"})  # NA: too few episodes
-        plain = [lr for lr in cfg.lrs]
+        plain = cfg.lrs
         y = np.array([lnl[(lr, False)] for lr in plain])
         yb = np.stack([boot[(lr, False)] for lr in plain], axis=1)  # (BOOT, lrs)
         se = np.array([_sd(yb[:, i]) for i in range(len(plain))])
@@ -207,13 +206,12 @@ def _probe_counts(states: np.ndarray, n: int, probes: int) -> dict:
 
 def _train_one(cfg, lr: float, ema: float | None, seed: int) -> dict:
     from ..diffusion import NoiseSchedule, ResidualMLP, ddim_sampler, load_dataset, train
+    from ..diffusion.models import seeded
     from ..monitor import MemorizationMonitor
 
     data = load_dataset(cfg.dataset, cfg.n, seed=seed)
     schedule = NoiseSchedule()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = ResidualMLP(data.shape, width=cfg.width)
+    model = seeded(lambda: ResidualMLP(data.shape, width=cfg.width), seed)
     mon = MemorizationMonitor(data.train, ddim_sampler(schedule, steps=cfg.sample_steps), probes=cfg.probes,
                               every=cfg.every, seed=seed)
     steps = cfg.burn + cfg.window

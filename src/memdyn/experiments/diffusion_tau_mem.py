@@ -31,7 +31,6 @@ import math
 
 import numpy as np
 import pandas as pd
-import torch
 from matplotlib.figure import Figure as MplFigure
 from pydantic import Field
 
@@ -130,6 +129,7 @@ class DiffusionTauMem(Experiment):
 
 def _train_one(cfg, n: int, seed: int) -> dict:
     from ..diffusion import NoiseSchedule, ResidualMLP, ddim_sampler, load_dataset, train
+    from ..diffusion.models import seeded
     from ..diffusion.quality import fit_classifier
     from ..monitor import MemorizationMonitor
 
@@ -138,9 +138,7 @@ def _train_one(cfg, n: int, seed: int) -> dict:
     budget = int(cfg.budget_per_item * n) + 1000
     budget -= budget % every
     schedule = NoiseSchedule()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = ResidualMLP(data.shape, width=cfg.width)
+    model = seeded(lambda: ResidualMLP(data.shape, width=cfg.width), seed)
     mon = MemorizationMonitor(data.train, ddim_sampler(schedule, steps=cfg.sample_steps), probes=cfg.probes,
                               every=every, seed=seed, keep_samples=[0])
     clf = fit_classifier(data.held_out, data.held_out_labels, seed=seed)

@@ -166,6 +166,7 @@ def _loop(cfg, mode: str, seed: int) -> dict:
     """One self-consuming loop: per generation the training set's heterozygosity, distinct
     ancestors, and the share of the generation's samples that copy a training digit."""
     from ..diffusion import NoiseSchedule, ResidualMLP, ddim_sample, load_dataset, probe_noise, train
+    from ..diffusion.models import seeded
 
     G, M = cfg.generations, cfg.n
     k_fresh = round(cfg.alpha * M)
@@ -177,9 +178,7 @@ def _loop(cfg, mode: str, seed: int) -> dict:
     het, fmem, n_anc = [_heterozygosity(anc)], [], [M]
     next_id = len(real)  # ids for samples that copy nothing (new ancestors)
     for g in range(G):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed + 7919 * (g + 1))
-            model = ResidualMLP(tuple(items.shape[1:]), width=cfg.width)
+        model = seeded(lambda: ResidualMLP(tuple(items.shape[1:]), width=cfg.width), seed + 7919 * (g + 1))
         train(model, items, steps=cfg.steps, lr=cfg.lr, schedule=schedule, batch_size=cfg.batch,
               seed=seed + 104729 * (g + 1), progress=False)
         model.eval()
