@@ -191,3 +191,52 @@ def test_theory_vs_practice_verdicts():
     assert len(rows) == 3  # rows without a real-model claim are left out
     flagged = comparisons([c("diffusion-episodes", "Arrhenius slope", flagged=True)])
     assert flagged[0]["verdict"] == "agrees in direction, not in form" and flagged[0]["how"] == "line misfit"
+
+
+def test_theory_vs_practice_row_decided_by_a_stylized_fit():
+    from memdyn.practice import comparisons
+
+    claim = {"experiment": "diffusion-episodes", "name": "larger steps, shorter episodes: x", "holds": True,
+             "flagged": False, "measured": 0.5, "predicted": 0.0, "z": 3.0, "detail": "", "side": "at_least"}
+    fit = {"verdict": "disagrees", "how": "V = -0.0006 +- 0.0001"}
+    rows = {r["prediction"][:10]: r for r in comparisons([claim], {"diffusion-episodes": {"stylized_fit": fit}})}
+    assert rows["Fitted to "]["verdict"] == "disagrees" and rows["Fitted to "]["how"] == fit["how"]
+    assert rows["Larger ste"]["verdict"] == "agrees"  # the claim itself holds
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_stylized_fit_recovers_a_known_barrier(seed):
+    """Mean lengths drawn from the exit law L = P exp(V / a) / a with known noise: V within its
+    error budget, the verdict 'agrees'; a law whose a L grows with a 'disagrees'."""
+    from memdyn.practice import stylized_fit
+
+    rng = np.random.default_rng(seed)
+    a = np.array([0.01, 0.02, 0.04, 0.08])
+    V, lnP, se = 0.05, -1.0, np.full(4, 0.05)
+    y = lnP + V / a - np.log(a) + se * rng.standard_normal(4)
+    fit = stylized_fit(a, y, se, eps=0.1)
+    assert abs(fit.barrier - V) <= 4 * fit.barrier_se
+    assert fit.verdict()["verdict"] == "agrees" and np.allclose(fit.slow_time, 1 / (a * 0.1))
+    assert np.allclose(fit.predicted, fit.bounded)  # V >= 0: the free fit is the bounded one
+    boot = y + se * rng.standard_normal((500, 4))
+    assert stylized_fit(a, y, se, boot=boot).barrier_se == pytest.approx(fit.barrier_se, rel=0.2)
+    grows = stylized_fit(a, -0.2 * np.log(a) + se * rng.standard_normal(4), se)  # L ~ a^-0.2: a L grows with a
+    out = grows.verdict()
+    assert grows.barrier < 0 and out["verdict"] == "disagrees" and "grows with the step" in out["how"]
+    assert np.allclose(grows.bounded + np.log(a), grows.bounded_log_prefactor)
+    assert grows.rise == pytest.approx(grows.log_length[-1] - grows.log_length[0] + math.log(8))
+    flat = stylized_fit(a, -np.log(a) + se * rng.standard_normal(4), se)  # V = 0 exactly: a L flat
+    assert flat.verdict()["verdict"] == "agrees"
+
+
+def test_stylized_fit_bad_input():
+    from memdyn.practice import stylized_fit
+
+    with pytest.raises(ValueError, match="steps must be finite and > 0"):
+        stylized_fit([0.0, 0.1], [1.0, 2.0], [0.1, 0.1])
+    with pytest.raises(ValueError, match="steps must be increasing"):
+        stylized_fit([0.2, 0.1], [1.0, 2.0], [0.1, 0.1])
+    with pytest.raises(ValueError, match="one length >= 2"):
+        stylized_fit([0.1], [1.0], [0.1])
+    with pytest.raises(ValueError, match="boot must have shape"):
+        stylized_fit([0.1, 0.2], [1.0, 2.0], [0.1, 0.1], boot=np.zeros((5, 3)))

@@ -42,6 +42,21 @@ def test_hessian_influence_recovers_eps(eps):
     assert split.gap == pytest.approx(-math.log(eps), rel=0.2)
 
 
+def test_split_by_share_of_the_total_influence():
+    from memdyn.influence import Influence
+
+    reps = np.array([[4.0, 1.0, 3.0, 2.0, 0.5, 0.5], [4.0, 1.0, 3.0, 2.0, 0.5, 0.5]])
+    inf = Influence(reps.mean(axis=0), reps, [("w", (6,), 0)], "hessian")
+    sp = inf.split(mass=0.5)  # total 11: 4 + 3 = 7 >= 5.5, 4 alone is not
+    assert sp.strong.tolist() == [True, False, True, False, False, False]
+    assert sp.eps == pytest.approx(np.mean([1.0, 2.0, 0.5, 0.5]) / 3.5)
+    assert inf.split(mass=0.99).n_strong == 5  # at least one weak coordinate stays
+    with pytest.raises(ValueError, match="mass must be in \\(0, 1\\)"):
+        inf.split(mass=1.0)
+    with pytest.raises(ValueError, match="strong or mass, not both"):
+        inf.split(strong=2, mass=0.5)
+
+
 def test_gradient_influence_recovers_eps_away_from_the_minimum():
     eps = 0.05
     model = S1Quadratic(eps=eps, coupling=0.0)

@@ -16,11 +16,13 @@ here with theta_j resampled as theta_j + s Z, Z ~ N(0, 1). Three estimators:
   Hutchinson's estimator diag(H) = E[v * (H v)], v with independent +-1 entries; right at a
   minimum, where the gradient vanishes.
 
-Sorting I_j separates the groups (:meth:`Influence.split`: the largest gap of ln I, or a given
-number of strong coordinates); the ratio of the groups' mean influences is the empirical eps,
-with a standard error from the independent replicates (batches, probe vectors or draws) by the
-delta method. :func:`relaxation_times` measures how fast each group forgets a small perturbation
-under gradient descent: about 1/eps times slower for the weak group.
+Sorting I_j separates the groups (:meth:`Influence.split`: the largest gap of ln I, a given
+number of strong coordinates, or the fewest that carry a given share of the total influence,
+the rule for trained networks, whose ln I_j has no gap); the ratio of the groups' mean
+influences is the empirical eps, with a standard error from the independent replicates
+(batches, probe vectors or draws) by the delta method. :func:`relaxation_times` measures how
+fast each group forgets a small perturbation under gradient descent: about 1/eps times slower
+for the weak group.
 """
 
 from __future__ import annotations
@@ -83,10 +85,32 @@ class Influence:
         r = self.replicates
         return r.std(axis=0, ddof=1) / math.sqrt(r.shape[0]) if r.shape[0] > 1 else np.zeros(r.shape[1])
 
-    def split(self, strong: int | None = None) -> Split:
-        """Split at the largest gap of ln I (or keep the ``strong`` largest) and estimate eps."""
+    def split(self, strong: int | None = None, *, mass: float | None = None) -> Split:
+        """Split the coordinates into strong and weak ones and estimate eps.
+
+        Parameters
+        ----------
+        strong : int, optional
+            Keep this many of the largest I_j as the strong group.
+        mass : float in (0, 1), optional
+            Keep the fewest coordinates that carry this fraction of the total influence sum_j I_j.
+            For a trained network, whose ln I_j spread over many decades without a gap (the
+            largest gap then isolates one coordinate), this is a scale-free rule; eps depends on
+            it, so report it beside eps.
+
+        With neither, split at the largest gap of ln I (the stylized losses' rule).
+        """
         order = np.argsort(-self.values, kind="stable")
         v = np.maximum(self.values[order], np.finfo(float).tiny)
+        if mass is not None:
+            if strong is not None:
+                raise ValueError("give strong or mass, not both")
+            if not 0 < mass < 1:
+                raise ValueError(f"mass must be in (0, 1), got {mass}")
+            if v.size < 2:
+                raise ValueError("need at least 2 coordinates to split")
+            cum = np.cumsum(self.values[order])
+            strong = min(int(np.searchsorted(cum, mass * cum[-1])) + 1, v.size - 1)
         if strong is None:
             if v.size < 2:
                 raise ValueError("need at least 2 coordinates to split")

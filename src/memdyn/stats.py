@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as _st
 
-__all__ = ["MISFIT_P", "LineFit", "Extrapolation", "ZSummary", "mean_se", "line_fit", "extrapolate", "z_summary",
-           "binomial_se", "bootstrap_se", "bootstrap_ci", "clopper_pearson"]
+__all__ = ["MISFIT_P", "LineFit", "Extrapolation", "ZSummary", "mean_se", "line_fit", "bootstrap_slopes", "extrapolate",
+           "z_summary", "binomial_se", "bootstrap_se", "bootstrap_ci", "clopper_pearson"]
 
 #: a line fit whose chi^2 p-value is below this is flagged as inconsistent with a line
 MISFIT_P = 1e-3
@@ -164,6 +164,20 @@ def line_fit(x, y, se) -> LineFit:
         cov = cov * birge**2
     return LineFit(float(coef[0]), float(coef[1]), math.sqrt(cov[0, 0]), math.sqrt(cov[1, 1]), cov, chi2, dof, p,
                    birge, flagged)
+
+
+def bootstrap_slopes(x, yb, se) -> np.ndarray:
+    """The weighted least-squares slope (weights 1/se^2, as in :func:`line_fit`) of each bootstrap
+    row of ``yb`` (resamples, len(x)) against ``x``; rows with a non-finite entry are dropped. Their
+    spread is the slope's standard error when the points share data (paired resamples), which the
+    independent errors of :func:`line_fit` leave out."""
+    x, se = np.asarray(x, dtype=np.float64), np.asarray(se, dtype=np.float64)
+    yb = np.atleast_2d(np.asarray(yb, dtype=np.float64))
+    w = 1 / se**2
+    xm = (w * x).sum() / w.sum()
+    ok = np.isfinite(yb).all(axis=1)
+    ym = (yb[ok] * w).sum(axis=1, keepdims=True) / w.sum()
+    return ((yb[ok] - ym) * (w * (x - xm))).sum(axis=1) / (w * (x - xm) ** 2).sum()
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import torch
 from ..store import atomic_write
 from .schedule import NoiseSchedule
 
-__all__ = ["TrainResult", "train"]
+__all__ = ["TrainResult", "denoising_loss", "train"]
 
 
 @dataclass
@@ -42,6 +42,14 @@ class TrainResult:
     raw: torch.nn.Module
     losses: list
     steps: int
+
+
+def denoising_loss(model: torch.nn.Module, schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor,
+                   eps: torch.Tensor) -> torch.Tensor:
+    """The DDPM loss of one batch: mean |model(x_t, t) - target|^2 with x_t = sqrt(abar_t) x0 +
+    sqrt(1 - abar_t) eps and the target x0, v or eps as ``model.prediction`` says."""
+    a, s = schedule.coefficients(t, x0)
+    return (model(a * x0 + s * eps, t) - schedule.target(model.prediction, x0, eps, t)).pow(2).mean()
 
 
 def _save(path: Path, state: dict) -> None:
@@ -147,8 +155,7 @@ def train(model: torch.nn.Module, data: torch.Tensor, *, steps: int, lr: float, 
         x0 = data[idx]
         t = torch.randint(0, schedule.steps, (batch_size,), generator=gen, device=device)
         eps = torch.randn(x0.shape, generator=gen, device=device)
-        a, s = schedule.coefficients(t, x0)
-        loss = (model(a * x0 + s * eps, t) - schedule.target(model.prediction, x0, eps, t)).pow(2).mean()
+        loss = denoising_loss(model, schedule, x0, t, eps)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -31,6 +31,15 @@ Claims (what the theory predicts, tested one-sided where it predicts only a dire
   step spent in them) is lower with EMA, rate(no EMA) - rate(EMA) >= 0 at each EMA learning rate (a
   rate stays finite when an EMA run sees few or no episodes end; its mean length is then a lower
   bound, marked in the table).
+
+The stylized model fitted to the run (:func:`memdyn.practice.stylized_fit`): its barrier V and
+prefactor P from ln(lr L) = ln P + V / lr (the exit law with its 1/a prefactor), and eps from the
+trained network's Hessian-diagonal influence (the fewest parameters carrying half the total are
+the strong group; a network's ln I has no gap). Its predictions beside the measurements are the
+table ``stylized``; whether a law with V >= 0 describes the run is the summary's ``stylized_fit``
+verdict (shown in "Theory vs practice"). With Adam, a parameter's step is divided by its gradient's
+RMS, so eps from the influence does not set the groups' speeds as it does under SGD; the slow time
+1/(lr eps) is the stylized model's, reported, not tested.
 """
 
 from __future__ import annotations
@@ -44,10 +53,13 @@ from pydantic import Field
 
 from ..claims import claim
 from ..episodes import coefficient_of_variation, detect
-from ..stats import line_fit
+from ..practice import stylized_fit
+from ..stats import bootstrap_slopes, line_fit
 from .base import ConfigError, Context, Experiment, ExperimentConfig, ExperimentError, Figure, Outcome
 
 BOOT = 1000  # bootstrap resamples of the probes
+INFLUENCE_BATCHES = 4  # batches (x 4 Hutchinson probes) for the trained network's influence
+EPS_MASS = 0.5  # the strong group: the fewest parameters that carry this share of the total influence
 
 
 class DiffusionEpisodesConfig(ExperimentConfig):
@@ -140,9 +152,9 @@ class DiffusionEpisodes(Experiment):
         se = np.array([_sd(yb[:, i]) for i in range(len(plain))])
         inv, logs = 1 / np.asarray(plain), np.log(plain)
         arr = line_fit(inv, y, se)
-        slope_b = _slopes(inv, yb, se)
+        slope_b = bootstrap_slopes(inv, yb, se)
         power = line_fit(logs, y, se)
-        power_b = _slopes(logs, yb, se)
+        power_b = bootstrap_slopes(logs, yb, se)
         claims = []
         d, db = y[0] - y[-1], yb[:, 0] - yb[:, -1]
         claims.append(claim(f"larger steps, shorter episodes: ln L(lr={plain[0]:g}) - ln L(lr={plain[-1]:g})", 0.0, d,
@@ -161,6 +173,15 @@ class DiffusionEpisodes(Experiment):
                                 "with EMA", 0.0, e, _sd(eb), side="at_least",
                                 detail=(f"mean lengths {bound}{math.exp(lnl[(lr, True)]):.0f} (EMA) and "
                                         f"{math.exp(lnl[(lr, False)]):.0f} steps; one-sided, paired bootstrap")))
+        eps = np.array([np.mean([float(runs[(lr, False, r)]["eps"]) for r in range(cfg.replicates)]) for lr in plain])
+        eps_se = np.array([math.sqrt(sum(float(runs[(lr, False, r)]["eps_se"]) ** 2 for r in range(cfg.replicates)))
+                           / cfg.replicates for lr in plain])
+        sty = stylized_fit(plain, y, se, boot=yb, eps=eps, eps_se=eps_se)
+        stylized = pd.DataFrame({"lr": plain, "mean_length": np.exp(y), "log_mean_length_se": se,
+                                 "stylized_length": np.exp(sty.predicted), "bounded_length": np.exp(sty.bounded),
+                                 "eps": eps, "eps_se": eps_se, "slow_time": sty.slow_time,
+                                 "strong_share": [np.mean([float(runs[(lr, False, r)]["strong_share"])
+                                                           for r in range(cfg.replicates)]) for lr in plain]})
         looks = "are inconsistent with the Arrhenius line" if arr.flagged else "are not rejected by the Arrhenius line"
         favour = ("the power law fits better" if power.p_value > arr.p_value else "the Arrhenius line fits better")
         summary = {"arrhenius_form": bool(not arr.flagged and arr.p_value >= power.p_value),
@@ -169,28 +190,25 @@ class DiffusionEpisodes(Experiment):
                    "verdict": (f"the episode lengths {looks} in 1/lr (chi2 p = {arr.p_value:.2g}); a power law in lr, "
                                f"exponent {power.slope:.3f} +- {_sd(power_b):.3f}, has p = {power.p_value:.2g}: "
                                f"{favour}; over a {cfg.lrs[-1] / cfg.lrs[0]:g}-fold range of learning rates the mean "
-                               f"length changes {math.exp(y[0] - y[-1]):.2f}-fold")}
+                               f"length changes {math.exp(y[0] - y[-1]):.2f}-fold"),
+                   "stylized_barrier": sty.barrier, "stylized_barrier_se": sty.barrier_se,
+                   "stylized_log_prefactor": sty.log_prefactor, "eps": float(eps.mean()),
+                   "stylized_fit": sty.verdict()}
         fits = pd.DataFrame([{"model": "arrhenius: ln L vs 1/lr", "slope": arr.slope, "slope_se": _sd(slope_b),
                               "chi2": arr.chi2, "dof": arr.dof, "p_value": arr.p_value},
                              {"model": "power law: ln L vs ln lr", "slope": power.slope, "slope_se": _sd(power_b),
                               "chi2": power.chi2, "dof": power.dof, "p_value": power.p_value}])
-        return Outcome(claims, {"episodes": tab, "fits": fits},
-                       [_figure(cfg, tab, runs, k0, arr, power, summary["verdict"])], summary)
+        fits = pd.concat([fits, pd.DataFrame([{"model": "stylized law: ln(lr L) vs 1/lr", "slope": sty.barrier,
+                                               "slope_se": sty.barrier_se, "chi2": sty.fit.chi2, "dof": sty.fit.dof,
+                                               "p_value": sty.fit.p_value}])], ignore_index=True)
+        return Outcome(claims, {"episodes": tab, "fits": fits, "stylized": stylized},
+                       [_figure(cfg, tab, runs, k0, arr, power, summary["verdict"], sty)], summary)
 
 
 def _sd(values) -> float:
     v = np.asarray(values, dtype=np.float64)
     v = v[np.isfinite(v)]
     return float(np.std(v, ddof=1)) if v.size > 1 else float("nan")
-
-
-def _slopes(x, yb, se) -> np.ndarray:
-    """Weighted least-squares slope of each bootstrap row of ``yb`` against ``x`` (weights 1/se^2)."""
-    w = 1 / se**2
-    xm = (w * x).sum() / w.sum()
-    ok = np.isfinite(yb).all(axis=1)
-    ym = (yb[ok] * w).sum(axis=1, keepdims=True) / w.sum()
-    return ((yb[ok] - ym) * (w * (x - xm))).sum(axis=1) / (w * (x - xm) ** 2).sum()
 
 
 def _probe_counts(states: np.ndarray, n: int, probes: int) -> dict:
@@ -218,10 +236,33 @@ def _train_one(cfg, lr: float, ema: float | None, seed: int) -> dict:
     train(model, data.train, steps=steps - steps % cfg.every, lr=lr, schedule=schedule, batch_size=cfg.batch,
           ema=ema, seed=seed, monitor=mon, progress=False)
     fm = mon.f_mem(n_boot=2)
-    return {"states": mon.states(), "steps": fm["step"].to_numpy(), "f_mem": fm["f_mem"].to_numpy()}
+    out = {"states": mon.states(), "steps": fm["step"].to_numpy(), "f_mem": fm["f_mem"].to_numpy()}
+    if ema is None:  # the stylized model's eps, from the trained network's parameter influence
+        out.update(_eps(cfg, model, data.train, schedule, seed))
+    return out
 
 
-def _figure(cfg, tab, runs, k0, arr, power, verdict) -> Figure:
+def _eps(cfg, model, train_data, schedule, seed: int) -> dict:
+    """eps of the trained denoiser: Hessian-diagonal influence (Hutchinson) of the DDPM loss on
+    INFLUENCE_BATCHES fixed batches, split at half the total influence (a network's ln I has no gap)."""
+    import torch
+
+    from ..diffusion import denoising_loss
+    from ..influence import influence
+
+    gen = torch.Generator().manual_seed(seed + 1)
+    batches = []
+    for _ in range(INFLUENCE_BATCHES):
+        idx = torch.randint(0, train_data.shape[0], (cfg.batch,), generator=gen)
+        t = torch.randint(0, schedule.steps, (cfg.batch,), generator=gen)
+        batches.append((train_data[idx], t, torch.randn(train_data[idx].shape, generator=gen)))
+    inf = influence(model, lambda m, b: denoising_loss(m, schedule, *b), batches, method="hessian", probes=4,
+                    seed=seed)
+    sp = inf.split(mass=EPS_MASS)
+    return {"eps": sp.eps, "eps_se": sp.eps_se, "strong_share": sp.n_strong / sp.strong.size}
+
+
+def _figure(cfg, tab, runs, k0, arr, power, verdict, sty) -> Figure:
     fig = MplFigure(figsize=(14, 4.2))
     ax1, ax2, ax3 = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1.5, 1, 1]})
     show = [(cfg.lrs[0], False), (cfg.lrs[-1], False)] + [(lr, True) for lr in (cfg.ema_lrs or cfg.lrs)[:1]]
@@ -246,6 +287,10 @@ def _figure(cfg, tab, runs, k0, arr, power, verdict) -> Figure:
     xs = np.linspace(inv.min(), inv.max(), 50)
     ax2.plot(xs, arr.intercept + arr.slope * xs, "C0--", lw=1,
              label=f"Arrhenius line, p = {arr.p_value:.2g}")
+    ax2.plot(xs, sty.log_prefactor + sty.barrier * xs + np.log(xs), "k:", lw=1,
+             label=f"stylized law P e^(V/a)/a fitted, V = {sty.barrier:.2g}")
+    if sty.barrier < 0:  # the stylized model needs V >= 0: its best law is then L = P / a
+        ax2.plot(xs, sty.bounded_log_prefactor + np.log(xs), "k-", lw=0.8, label="best stylized law with V >= 0")
     em = tab[tab["ema"]]
     ax2.errorbar(1 / em["lr"].to_numpy(), em["log_mean_length"], yerr=se(em), fmt="s", color="C3",
                  label=f"EMA {cfg.ema:g}")
@@ -260,11 +305,14 @@ def _figure(cfg, tab, runs, k0, arr, power, verdict) -> Figure:
             title="Episode length against the step")
     ax3.set_xticks(lr, [f"{v:g}" for v in lr], fontsize=8)
     ax3.minorticks_off()
+    ax3.set_yticks(plain["mean_length"].to_numpy(), [f"{v:.0f}" for v in plain["mean_length"]], fontsize=8)
     ax3.legend(fontsize=8)
     fig.tight_layout()
     caption = (f"Residual MLP (width {cfg.width}, x0 prediction, Adam) on {cfg.n} MNIST digits ({cfg.dataset}); "
                f"episodes counted over steps {cfg.burn}..{cfg.burn + cfg.window}, checkpoints every {cfg.every} steps, "
                f"{cfg.probes} probes x {cfg.replicates} replicate(s) per condition. Left: core-set raster (colour = "
                "training digit). Middle: ln of the mean episode length against 1/lr (the theory's Arrhenius form) "
-               "with EMA runs beside. Right: the same on log-log axes. Verdict: " + verdict + ".")
+               "with EMA runs beside, and the stylized model's exit law fitted to the run (dotted). Right: the same on "
+               "log-log axes. Verdict: " + verdict + ". Stylized model: " + sty.verdict()["verdict"] + ": "
+               + sty.verdict()["how"] + ".")
     return Figure("diffusion-episodes", fig, caption)
