@@ -94,6 +94,31 @@ def test_relaxation_times_of_the_groups():
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
+def test_relaxation_times_with_an_optimizer():
+    """torch's SGD reproduces the plain steps; an optimizer's state (here SGD momentum) changes the
+    relaxation exactly as its recursion says: on a quadratic every coordinate of a group (curvature
+    lambda) follows c_{k+1} = c_k - lr v_{k+1}, v_{k+1} = m v_k + lambda c_k, v_0 = 0."""
+    eps, lr, mom = 0.05, 0.2, 0.5
+    model = S1Quadratic(eps=eps, coupling=0.0)
+    strong = np.r_[np.ones(4, bool), np.zeros(40, bool)]
+    groups = {"strong": strong, "weak": ~strong}
+    plain = relaxation_times(model, _loss, [0.0], groups, lr=lr, steps=400)
+    sgd = relaxation_times(model, _loss, [0.0], groups, steps=400, optimizer=lambda ps: torch.optim.SGD(ps, lr=lr))
+    assert sgd.time == pytest.approx(plain.time, rel=1e-9)
+    heavy = relaxation_times(model, _loss, [0.0], groups, steps=60,
+                             optimizer=lambda ps: torch.optim.SGD(ps, lr=lr, momentum=mom))
+    for k, lam in (("strong", 1.0), ("weak", eps)):
+        c, v, expect = 1.0, 0.0, [1.0]
+        for _ in range(60):
+            v = mom * v + lam * c
+            c -= lr * v
+            expect.append(abs(c))
+        d = heavy.distance[k]
+        assert np.allclose(d / d[0], expect, rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match="need lr > 0 \\(or an optimizer\\)"):
+        relaxation_times(model, _loss, [0.0], groups, steps=10)
+
+
 def test_on_networks_the_tests_build():
     from memdyn.diffusion import ResidualMLP, SmallUNet
 

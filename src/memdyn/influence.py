@@ -257,21 +257,30 @@ class Relaxation:
     time: dict
 
 
-def relaxation_times(model: torch.nn.Module, loss_fn, batches, groups: dict, *, lr: float, steps: int,
-                     perturbation: float = 1e-3, seed: int = 0) -> Relaxation:
+def relaxation_times(model: torch.nn.Module, loss_fn, batches, groups: dict, *, lr: float | None = None, steps: int,
+                     perturbation: float = 1e-3, seed: int = 0, optimizer=None) -> Relaxation:
     """Relaxation time of each group of coordinates after a small perturbation.
 
     Two copies of the model, one with every coordinate moved by ``perturbation`` times a standard
-    normal, take the same ``steps`` plain gradient steps at ``lr`` on the same batches (cycled);
-    the distance between them, restricted to each group (a boolean mask over the flat parameter
-    vector, as from :meth:`Influence.split`), decays like exp(-k / tau_group). tau is fitted on
-    the part of the decay between 1 and 1e-3 of its start. On a quadratic with curvatures lambda
-    (strong) and eps lambda (weak), tau = -1 / ln(1 - lr lambda) and about 1/eps times that.
+    normal, take the same ``steps`` steps on the same batches (cycled): plain gradient steps at
+    ``lr``, or steps of ``optimizer``. The distance between them, restricted to each group (a
+    boolean mask over the flat parameter vector, as from :meth:`Influence.split`), decays like
+    exp(-k / tau_group). tau is fitted on the part of the decay between 1 and 1e-3 of its start
+    (NaN when the distance never falls below its start, inf when it does not decay). On a
+    quadratic with curvatures lambda (strong) and eps lambda (weak), plain steps give
+    tau = -1 / ln(1 - lr lambda) and about 1/eps times that.
+
+    ``optimizer``: ``optimizer(params)`` -> a ``torch.optim.Optimizer`` over the given list of a
+    copy's parameters, called once per copy. To perturb during training, build it like the
+    training one and load its state (``opt.load_state_dict(trained.state_dict())``): Adam's
+    per-coordinate step lr / sqrt(v_j) then sets the relaxation, not the curvature alone.
     """
     import copy
 
-    if not lr > 0 or not isinstance(steps, int) or steps < 2:
-        raise ValueError(f"need lr > 0 and an integer steps >= 2, got lr={lr}, steps={steps}")
+    if optimizer is None and not (lr is not None and lr > 0):
+        raise ValueError(f"need lr > 0 (or an optimizer), got lr={lr}")
+    if not isinstance(steps, int) or steps < 2:
+        raise ValueError(f"need an integer steps >= 2, got steps={steps}")
     batches = list(batches)
     if not batches:
         raise ValueError("batches is empty: give at least one batch")
@@ -290,6 +299,7 @@ def relaxation_times(model: torch.nn.Module, loss_fn, batches, groups: dict, *, 
     def flat(ps):
         return torch.cat([p.detach().reshape(-1) for _, p in ps]).double()
 
+    opts = None if optimizer is None else [optimizer([p for _, p in ps]) for ps in (pa, pb)]
     dist = {k: [] for k in masks}
     for k_step in range(steps + 1):
         diff = flat(pb) - flat(pa)
@@ -298,8 +308,13 @@ def relaxation_times(model: torch.nn.Module, loss_fn, batches, groups: dict, *, 
         if k_step == steps:
             break
         batch = batches[k_step % len(batches)]
-        for m_, ps in ((a, pa), (b, pb)):
+        for i, (m_, ps) in enumerate(((a, pa), (b, pb))):
             grads = torch.autograd.grad(loss_fn(m_, batch), [p for _, p in ps], allow_unused=True)
+            if opts is not None:
+                for (_, p), g in zip(ps, grads):
+                    p.grad = g
+                opts[i].step()
+                continue
             with torch.no_grad():
                 for (_, p), g in zip(ps, grads):
                     if g is not None:

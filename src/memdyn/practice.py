@@ -183,8 +183,8 @@ class StylizedFit:
         head = (f"fitted to the run, ln(a L) = ln P + V / a gives V = {v:.3g} +- {se:.2g} (z = {z:+.1f}) and "
                 f"ln P = {self.log_prefactor:.3g}; {self.fit.misfit}")
         if np.isfinite(self.eps).any():
-            head += (f"; eps from the network's influence {_span(self.eps)}, slow time 1/(a eps) "
-                     f"{_span(self.slow_time, '.3g')} steps against episodes of {_span(np.exp(self.log_length), '.0f')}")
+            head += (f"; eps from the network's influence {span_text(self.eps)}, slow time 1/(a eps) "
+                     f"{span_text(self.slow_time, '.3g')} steps against episodes of {span_text(np.exp(self.log_length), '.0f')}")
         if self.rise - Z_TOL * self.rise_se > 0:
             zr = self.rise / self.rise_se if self.rise_se > 0 else math.inf
             return {"verdict": "disagrees", "how": (
@@ -197,7 +197,8 @@ class StylizedFit:
         return {"verdict": "agrees", "how": head}
 
 
-def _span(values, fmt: str = ".2g") -> str:
+def span_text(values, fmt: str = ".2g") -> str:
+    """'lo to hi' of the finite values, formatted (one number when they print the same)."""
     v = np.asarray(values, dtype=np.float64)
     v = v[np.isfinite(v)]
     lo, hi = format(v.min(), fmt), format(v.max(), fmt)

@@ -36,12 +36,15 @@ class TrainResult:
         Training loss per step (of this call; a resumed run holds the steps it ran).
     steps : int
         Optimizer steps done in total.
+    optimizer : torch.optim.Optimizer
+        The optimizer, with its state (Adam's moment estimates) at the end.
     """
 
     model: torch.nn.Module
     raw: torch.nn.Module
     losses: list
     steps: int
+    optimizer: torch.optim.Optimizer | None = None
 
 
 def denoising_loss(model: torch.nn.Module, schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor,
@@ -183,4 +186,4 @@ def train(model: torch.nn.Module, data: torch.Tensor, *, steps: int, lr: float, 
     if bar is not None:
         bar.close()
     save()
-    return TrainResult(sampled(), model, losses, done)
+    return TrainResult(sampled(), model, losses, done, opt)

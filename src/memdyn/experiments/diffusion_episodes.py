@@ -53,13 +53,14 @@ from pydantic import Field
 
 from ..claims import claim
 from ..episodes import coefficient_of_variation, detect
-from ..practice import stylized_fit
+from ..practice import span_text, stylized_fit
 from ..stats import bootstrap_slopes, line_fit
 from .base import ConfigError, Context, Experiment, ExperimentConfig, ExperimentError, Figure, Outcome
 
 BOOT = 1000  # bootstrap resamples of the probes
 INFLUENCE_BATCHES = 4  # batches (x 4 Hutchinson probes) for the trained network's influence
 EPS_MASS = 0.5  # the strong group: the fewest parameters that carry this share of the total influence
+RELAX_STEPS = 300  # Adam steps over which the two groups' relaxation after a perturbation is followed
 
 
 class DiffusionEpisodesConfig(ExperimentConfig):
@@ -177,11 +178,27 @@ class DiffusionEpisodes(Experiment):
         eps_se = np.array([math.sqrt(sum(float(runs[(lr, False, r)]["eps_se"]) ** 2 for r in range(cfg.replicates)))
                            / cfg.replicates for lr in plain])
         sty = stylized_fit(plain, y, se, boot=yb, eps=eps, eps_se=eps_se)
+
+        def mean_of(key):
+            return [float(np.mean([float(runs[(lr, False, r)][key]) for r in range(cfg.replicates)])) for lr in plain]
+
         stylized = pd.DataFrame({"lr": plain, "mean_length": np.exp(y), "log_mean_length_se": se,
                                  "stylized_length": np.exp(sty.predicted), "bounded_length": np.exp(sty.bounded),
                                  "eps": eps, "eps_se": eps_se, "slow_time": sty.slow_time,
-                                 "strong_share": [np.mean([float(runs[(lr, False, r)]["strong_share"])
-                                                           for r in range(cfg.replicates)]) for lr in plain]})
+                                 "strong_share": mean_of("strong_share"), "left_strong": mean_of("left_strong"),
+                                 "left_weak": mean_of("left_weak"), "relax_strong": mean_of("relax_strong")})
+        # NA: the strong group's distance never fell below its start within RELAX_STEPS (no relaxation time)
+        stylized["relax_strong"] = pd.array([v if math.isfinite(v) else None for v in stylized["relax_strong"]],
+                                            dtype="Float64")
+        sty_verdict = sty.verdict()
+        tau = stylized["relax_strong"].to_numpy(dtype=float, na_value=np.nan)
+        tau_text = span_text(tau[np.isfinite(tau)], ".2g") if np.isfinite(tau).any() else "beyond reach"
+        sty_verdict["how"] += (
+            f". The stylized model also assumes that inside a well the fast variable relaxes much faster than it "
+            f"leaves: after {RELAX_STEPS} Adam steps the network keeps {span_text(stylized['left_strong'], '.0%')} of a "
+            f"small perturbation of its strong parameters and {span_text(stylized['left_weak'], '.0%')} of the weak ones "
+            f"(strong relaxation time about {tau_text} steps, against episodes of {span_text(np.exp(y), '.0f')} steps): episodes end long before the parameters "
+            "forget a perturbation")
         looks = "are inconsistent with the Arrhenius line" if arr.flagged else "are not rejected by the Arrhenius line"
         favour = ("the power law fits better" if power.p_value > arr.p_value else "the Arrhenius line fits better")
         summary = {"arrhenius_form": bool(not arr.flagged and arr.p_value >= power.p_value),
@@ -193,7 +210,7 @@ class DiffusionEpisodes(Experiment):
                                f"length changes {math.exp(y[0] - y[-1]):.2f}-fold"),
                    "stylized_barrier": sty.barrier, "stylized_barrier_se": sty.barrier_se,
                    "stylized_log_prefactor": sty.log_prefactor, "eps": float(eps.mean()),
-                   "stylized_fit": sty.verdict()}
+                   "stylized_fit": sty_verdict}
         fits = pd.DataFrame([{"model": "arrhenius: ln L vs 1/lr", "slope": arr.slope, "slope_se": _sd(slope_b),
                               "chi2": arr.chi2, "dof": arr.dof, "p_value": arr.p_value},
                              {"model": "power law: ln L vs ln lr", "slope": power.slope, "slope_se": _sd(power_b),
@@ -202,7 +219,7 @@ class DiffusionEpisodes(Experiment):
                                                "slope_se": sty.barrier_se, "chi2": sty.fit.chi2, "dof": sty.fit.dof,
                                                "p_value": sty.fit.p_value}])], ignore_index=True)
         return Outcome(claims, {"episodes": tab, "fits": fits, "stylized": stylized},
-                       [_figure(cfg, tab, runs, k0, arr, power, summary["verdict"], sty)], summary)
+                       [_figure(cfg, tab, runs, k0, arr, power, summary["verdict"], sty, sty_verdict)], summary)
 
 
 def _sd(values) -> float:
@@ -233,36 +250,54 @@ def _train_one(cfg, lr: float, ema: float | None, seed: int) -> dict:
     mon = MemorizationMonitor(data.train, ddim_sampler(schedule, steps=cfg.sample_steps), probes=cfg.probes,
                               every=cfg.every, seed=seed)
     steps = cfg.burn + cfg.window
-    train(model, data.train, steps=steps - steps % cfg.every, lr=lr, schedule=schedule, batch_size=cfg.batch,
-          ema=ema, seed=seed, monitor=mon, progress=False)
+    res = train(model, data.train, steps=steps - steps % cfg.every, lr=lr, schedule=schedule, batch_size=cfg.batch,
+                ema=ema, seed=seed, monitor=mon, progress=False)
     fm = mon.f_mem(n_boot=2)
     out = {"states": mon.states(), "steps": fm["step"].to_numpy(), "f_mem": fm["f_mem"].to_numpy()}
-    if ema is None:  # the stylized model's eps, from the trained network's parameter influence
-        out.update(_eps(cfg, model, data.train, schedule, seed))
+    if ema is None:  # the stylized model's eps and the two groups' relaxation, from the trained network
+        out.update(_two_scales(cfg, res, data.train, schedule, seed))
     return out
 
 
-def _eps(cfg, model, train_data, schedule, seed: int) -> dict:
-    """eps of the trained denoiser: Hessian-diagonal influence (Hutchinson) of the DDPM loss on
-    INFLUENCE_BATCHES fixed batches, split at half the total influence (a network's ln I has no gap)."""
+def _two_scales(cfg, res, train_data, schedule, seed: int) -> dict:
+    """The trained denoiser's two time scales. eps: Hessian-diagonal influence (Hutchinson) of the
+    DDPM loss on INFLUENCE_BATCHES batches, split at EPS_MASS of the total influence (a network's
+    ln I has no gap). Relaxation: each group's distance between the model and a copy perturbed by
+    1e-3 N(0, 1) per parameter, both stepped RELAX_STEPS times by Adam from its trained state on
+    the same fresh batches."""
     import torch
 
     from ..diffusion import denoising_loss
-    from ..influence import influence
+    from ..influence import influence, relaxation_times
 
     gen = torch.Generator().manual_seed(seed + 1)
-    batches = []
-    for _ in range(INFLUENCE_BATCHES):
+
+    def batch():
         idx = torch.randint(0, train_data.shape[0], (cfg.batch,), generator=gen)
         t = torch.randint(0, schedule.steps, (cfg.batch,), generator=gen)
-        batches.append((train_data[idx], t, torch.randn(train_data[idx].shape, generator=gen)))
-    inf = influence(model, lambda m, b: denoising_loss(m, schedule, *b), batches, method="hessian", probes=4,
-                    seed=seed)
+        return train_data[idx], t, torch.randn(train_data[idx].shape, generator=gen)
+
+    def loss(m, b):
+        return denoising_loss(m, schedule, *b)
+
+    inf = influence(res.raw, loss, [batch() for _ in range(INFLUENCE_BATCHES)], method="hessian", probes=4, seed=seed)
     sp = inf.split(mass=EPS_MASS)
-    return {"eps": sp.eps, "eps_se": sp.eps_se, "strong_share": sp.n_strong / sp.strong.size}
+    state = res.optimizer.state_dict()
+
+    def adam(params):
+        opt = torch.optim.Adam(params, lr=state["param_groups"][0]["lr"])
+        opt.load_state_dict(state)
+        return opt
+
+    rel = relaxation_times(res.raw, loss, [batch() for _ in range(RELAX_STEPS)], {"strong": sp.strong,
+                           "weak": ~sp.strong}, steps=RELAX_STEPS, optimizer=adam, seed=seed)
+    left = {k: float(d[-1] / d[0]) for k, d in rel.distance.items()}
+    return {"eps": sp.eps, "eps_se": sp.eps_se, "strong_share": sp.n_strong / sp.strong.size,
+            "relax_strong": rel.time["strong"], "relax_weak": rel.time["weak"], "left_strong": left["strong"],
+            "left_weak": left["weak"]}
 
 
-def _figure(cfg, tab, runs, k0, arr, power, verdict, sty) -> Figure:
+def _figure(cfg, tab, runs, k0, arr, power, verdict, sty, sty_verdict) -> Figure:
     fig = MplFigure(figsize=(14, 4.2))
     ax1, ax2, ax3 = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1.5, 1, 1]})
     show = [(cfg.lrs[0], False), (cfg.lrs[-1], False)] + [(lr, True) for lr in (cfg.ema_lrs or cfg.lrs)[:1]]
@@ -313,6 +348,6 @@ def _figure(cfg, tab, runs, k0, arr, power, verdict, sty) -> Figure:
                f"{cfg.probes} probes x {cfg.replicates} replicate(s) per condition. Left: core-set raster (colour = "
                "training digit). Middle: ln of the mean episode length against 1/lr (the theory's Arrhenius form) "
                "with EMA runs beside, and the stylized model's exit law fitted to the run (dotted). Right: the same on "
-               "log-log axes. Verdict: " + verdict + ". Stylized model: " + sty.verdict()["verdict"] + ": "
-               + sty.verdict()["how"] + ".")
+               "log-log axes. Verdict: " + verdict + ". Stylized model: " + sty_verdict["verdict"] + ": "
+               + sty_verdict["how"] + ".")
     return Figure("diffusion-episodes", fig, caption)

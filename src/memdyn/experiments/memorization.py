@@ -221,19 +221,47 @@ def _episodes(ctx: Context, key: str, S, land, noise, a: float, H: int, chains: 
     """One cached run of ``chains`` probes for H steps from the long-run law ``law`` (its
     :meth:`sample`): core-set episodes, memorized fractions and (``probes`` > 0) the raster.
     ``schedule`` replaces the constant step a by a_k."""
-    import torch
+    return _episode_groups(ctx, key, S, land, noise, [(a, 1.0, law, init_key)], H, chains, probes, seed_key,
+                           schedule)[0]
+
+
+def _episode_groups(ctx: Context, key: str, S, land, noise, groups, H: int, chains: int, probes: int, seed_key,
+                    schedule=None) -> list[dict]:
+    """:func:`_episodes` for several settings at once: ``groups`` is a list of (step a, noise
+    factor, long-run law, init key), each for ``chains`` probes, run as one simulation with
+    per-chain steps and noise scales (chain g * chains + i is probe i of group g). Returns one
+    dict per group, its chains renumbered from 0 (the raster: the first probes of group 0)."""
+    G = len(groups)
 
     def cell():
         obs = ProbeObserver(S, raster_probes=probes, raster_every=max(1, H // 600))
-        init = law.sample(chains, ctx.seed_for(*init_key))
-        sim = simulate(land, noise, a if schedule is None else schedule, H, chains, init=init, dtype=torch.float64,
-                       seed=ctx.seed_for(*seed_key), observers=[obs], progress=ctx.progress)
+        init = np.concatenate([law.sample(chains, ctx.seed_for(*ik)) for _, _, law, ik in groups])
+        if G == 1:
+            step, scale = groups[0][0], None
+        else:
+            step = np.repeat([float(g[0]) for g in groups], chains)
+            scale = np.repeat([float(g[1]) for g in groups], chains)
+        sim = simulate(land, noise, step if schedule is None else schedule, H, chains * G, init=init,
+                       noise_scale=scale, dtype=torch.float64, seed=ctx.seed_for(*seed_key), observers=[obs],
+                       progress=ctx.progress)
         r = sim["probes"]
         e = r.episodes
         return {"length": e.length, "state": e.state, "right": e.right_censored, "chain": e.chain, "start": e.start,
                 "memorized": r.memorized_fraction, "raster": r.raster, "raster_steps": r.raster_steps}
 
-    return ctx.cell(key, cell)
+    c = ctx.cell(key, cell)
+    if G == 1:
+        return [c]
+    out = []
+    for g in range(G):
+        sel = c["chain"] // chains == g
+        part = {k: c[k][sel] for k in ("length", "state", "right", "start")}
+        part["chain"] = c["chain"][sel] - g * chains
+        part["memorized"] = c["memorized"][g * chains:(g + 1) * chains]
+        part["raster"], part["raster_steps"] = (c["raster"], c["raster_steps"]) if g == 0 else (c["raster"][:0],
+                                                                                               c["raster_steps"])
+        out.append(part)
+    return out
 
 
 def _residual(c: dict, n: int, k0: int):

@@ -11,6 +11,10 @@ mixture F0(x; c) at fixed c, one chain per probe, core-set episodes). From a bas
   model's own output pulls x onto its nearest training point with no noise, so less fresh data
   means longer episodes.
 
+The base, step and sigma settings differ only in the step and the noise scale, so they run as
+one simulation with per-chain values (over the longest of their horizons); the alpha setting, with
+the model's own outputs in the gradient samples, runs on its own.
+
 Predictions: the ratio of mean episode lengths (raised / base) from the exact discrete chain's
 quasi-stationary exit rates (with the generated-data steps for alpha,
 :func:`memdyn.reference.quasi_stationary_exit_2d`), so direction and size are both predicted;
@@ -44,7 +48,7 @@ from ..memorization.sweeps import survival
 from ..noise import Gaussian
 from .base import ConfigError, Context, Experiment, Figure, Outcome
 from .memorization import (CELLS_PER_KICK_2D, MAX_REFERENCE_CELLS, QSD_CUT, RingModelConfig, _episode_claim, _episode_set,
-                           _episodes, _fraction_claim, _law_cached, _reference_cached, _residual, _ring, _theory)
+                           _episode_groups, _episodes, _fraction_claim, _law_cached, _reference_cached, _residual, _ring, _theory)
 
 #: steps of the exact-rate grid of the decaying schedule, relative to the base step (the ``memorization``
 #: experiment's default grid, so that a default run computes these exact rates once)
@@ -118,14 +122,29 @@ class NoiseMitigation(Experiment):
         n = cfg.n_train
         land = MemorizingLandscape(S, cfg.bandwidth, cfg.c)
         rows, laws, claims, measured = [], [], [], {}
-        for name, (a, sigma, alpha) in self.settings(cfg).items():
-            ref = self.reference(cfg, a, sigma, alpha)
-            law = _law_cached(n, cfg.radius, cfg.bandwidth, cfg.c, float(sigma), float(a))
-            H = int(math.ceil(cfg.horizon * ref["mean"]))
+        settings = self.settings(cfg)
+        refs = {name: self.reference(cfg, *setting) for name, setting in settings.items()}
+        lawd = {name: _law_cached(n, cfg.radius, cfg.bandwidth, cfg.c, float(sigma), float(a))
+                for name, (a, sigma, _) in settings.items()}
+        horizon = {name: int(math.ceil(cfg.horizon * refs[name]["mean"])) for name in settings}
+        # the settings with fresh data only differ in step and noise scale: one simulation with per-chain values,
+        # over the longest of their horizons (the others see more episodes, not a different law)
+        fresh = [name for name, (_, _, alpha) in settings.items() if alpha == 1]
+        H_fresh = max(horizon[name] for name in fresh)
+        runs = dict(zip(fresh, _episode_groups(
+            ctx, "fresh", S, land, Gaussian(cfg.sigma),
+            [(settings[name][0], settings[name][1] / cfg.sigma, lawd[name]["coarse"], ("init", name)) for name in fresh],
+            H_fresh, cfg.chains, 0, ("run", "fresh"))))
+        for name in fresh:
+            horizon[name] = H_fresh
+        for name, (a, sigma, alpha) in settings.items():
+            ref, law, H = refs[name], lawd[name], horizon[name]
             k0 = int(math.ceil(math.log(QSD_CUT) / math.log(ref["mixing"])))
-            noise = Gaussian(sigma) if alpha == 1 else GeneratedData(S, cfg.bandwidth, sigma, alpha)
-            c = _episodes(ctx, f"{name}", S, land, noise, a, H, cfg.chains, law["coarse"], 0, ("init", name),
-                          ("run", name))
+            if name in runs:
+                c = runs[name]
+            else:
+                c = _episodes(ctx, f"{name}", S, land, GeneratedData(S, cfg.bandwidth, sigma, alpha), a, H, cfg.chains,
+                              law["coarse"], 0, ("init", name), ("run", name))
             fit, frac, frac_se = _residual(c, n, k0)
             measured[name] = (fit, frac, frac_se, ref, law)
             rows.append({"setting": name, "step": a, "sigma": sigma, "alpha": alpha, "k0": k0, "steps": H,
