@@ -69,6 +69,36 @@ def test_training_is_bit_identical_with_and_without_the_monitor(tmp_path):
     assert len(stored) == 20 and np.array_equal(stored["nearest"], hist["nearest"])
 
 
+def test_history_is_written_in_parts_that_read_back_whole(tmp_path, monkeypatch):
+    """Checkpoints beyond one part: each checkpoint rewrites only the last part (earlier parts keep
+    their mtime), the directory reads back as the whole history in order, a resume into a fresh
+    directory writes every part, and a single-file history left by an older version is replaced."""
+    import os
+
+    import memdyn.monitor as monitor_mod
+
+    monkeypatch.setattr(monitor_mod, "HISTORY_CHUNK", 2)
+    data = load_dataset("digits8", 16).train
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "history.parquet").write_bytes(b"old single file")
+    mon = MemorizationMonitor(data, _noisy_sampler, probes=3, every=2, out=tmp_path / "a")
+    model = _loop(data, mon, steps=6)  # checkpoints 0, 2, 4, 6: parts {0, 2} and {4, 6}
+    part0 = tmp_path / "a" / "history.parquet" / "part-000000.parquet"
+    before = os.stat(part0).st_mtime_ns
+    mon.update(8, model)  # a third part
+    assert os.stat(part0).st_mtime_ns == before
+    assert sorted(p.name for p in (tmp_path / "a" / "history.parquet").iterdir()) == [
+        "part-000000.parquet", "part-000001.parquet", "part-000002.parquet"]
+    hist = mon.history()
+    hist["moved"] = hist["moved"].fillna(-1.0)
+    assert pd.read_parquet(tmp_path / "a" / "history.parquet").equals(hist)
+    fresh = MemorizationMonitor(data, _noisy_sampler, probes=3, every=2, out=tmp_path / "b")
+    fresh.load_state_dict(mon.state_dict())
+    fresh.update(10, model)
+    back = pd.read_parquet(tmp_path / "b" / "history.parquet")
+    assert back["step"].unique().tolist() == [0, 2, 4, 6, 8, 10] and len(back) == 18
+
+
 def test_eval_mode_is_kept_and_samples_are_deterministic():
     data = load_dataset("digits8", 16).train
     torch.manual_seed(1)

@@ -44,6 +44,9 @@ from .stats import bootstrap_ci
 __all__ = ["MemorizationMonitor"]
 
 _COLUMNS = ("step", "probe", "nearest", "d1", "d2", "ratio", "memorized", "state", "moved")
+#: checkpoints per part file of history.parquet: a checkpoint rewrites only the last part, so writing
+#: the history costs the same at the 10,000th checkpoint as at the first
+HISTORY_CHUNK = 256
 
 
 def _rank() -> int:
@@ -87,8 +90,10 @@ class MemorizationMonitor:
     seed : int
         Seed of the probe noise.
     out : path, optional
-        Directory for ``history.parquet`` (rewritten atomically at each checkpoint) and, with
-        ``tensorboard=True``, TensorBoard scalars (f_mem, median d1/d2).
+        Directory for ``history.parquet`` and, with ``tensorboard=True``, TensorBoard scalars
+        (f_mem, median d1/d2). ``history.parquet`` is a Parquet dataset (a directory of part files
+        of HISTORY_CHUNK checkpoints each; ``pandas.read_parquet`` reads it whole): a checkpoint
+        atomically rewrites only the last part, so the cost per checkpoint stays constant.
     memorized_below, enter, free : float
         Thresholds of :func:`memdyn.memorization.probe_states`: memorized when d1/d2 < 1/3; core
         sets entered below ``enter`` (default: the same 1/3) and above ``free`` (0.6).
@@ -140,6 +145,7 @@ class MemorizationMonitor:
         self.tensorboard = bool(tensorboard)
         self._writer = None
         self._rows: list[dict[str, np.ndarray]] = []
+        self._written: set[int] = set()  # complete parts of history.parquet on disk
         self._previous: torch.Tensor | None = None
         self._labels: list[np.ndarray] = []
         self.last_samples: torch.Tensor | None = None
@@ -248,6 +254,7 @@ class MemorizationMonitor:
             raise ValueError(f"monitor state is for {tuple(state['noise'].shape)[0]} probes every {state['every']} "
                              f"steps; this monitor has {self.probes} every {self.every}")
         self._rows = [dict(r) for r in state["rows"]]
+        self._written = set()
         self._labels = list(state["labels"])
         self.samples = dict(state.get("samples", {}))
         self.noise = state["noise"].to(self.device, self.noise.dtype)
@@ -260,9 +267,16 @@ class MemorizationMonitor:
         from .store import RunStore
 
         store = RunStore(self.out)
-        hist = self.history()
-        hist["moved"] = hist["moved"].fillna(-1.0)  # the first checkpoint has no previous sample
-        store.write_table("history.parquet", hist)
+        if store.path("history.parquet").is_file():
+            store.path("history.parquet").unlink()  # a single-file history left by an older version
+        last = (len(self._rows) - 1) // HISTORY_CHUNK
+        # the last part is rewritten at each checkpoint; earlier ones once (all of them after a resume)
+        for part in [p for p in range(last) if p not in self._written] + [last]:
+            rows = self._rows[part * HISTORY_CHUNK:(part + 1) * HISTORY_CHUNK]
+            hist = pd.DataFrame({c: np.concatenate([r[c] for r in rows]) for c in _COLUMNS})
+            hist["moved"] = hist["moved"].fillna(-1.0)  # the first checkpoint has no previous sample
+            store.write_table(f"history.parquet/part-{part:06d}.parquet", hist)
+            self._written.add(part)
         if self.tensorboard:
             if self._writer is None:
                 try:
