@@ -68,7 +68,7 @@ COMPARISONS = [
                ("degeneration", "stationary homozygosity"),
                ("self-consuming", "fresh real data")),
     Comparison("Memorization sets in later for a larger training set: tau_mem grows like n",
-               None, ("diffusion-tau-mem", "slope of ln tau_mem")),
+               None, ("diffusion-tau-mem", "slope of ln tau_mem"), form="onset_form"),
     Comparison("Samples look real before they copy: tau_gen grows more slowly than tau_mem",
                None, ("diffusion-tau-mem", "tau_gen grows more slowly")),
 ]
