@@ -240,3 +240,27 @@ def test_stylized_fit_bad_input():
         stylized_fit([0.1], [1.0], [0.1])
     with pytest.raises(ValueError, match="boot must have shape"):
         stylized_fit([0.1, 0.2], [1.0, 2.0], [0.1, 0.1], boot=np.zeros((5, 3)))
+
+
+def test_replicated_line_fit_tests_the_lack_of_fit():
+    """Lines with a constant relative scatter: coefficients within their errors, the F test's p
+    uniform (its 5 % tail holds 5 % of 400 data sets within 4 binomial errors); a bent curve is
+    rejected; bad input is named."""
+    from memdyn.stats import replicated_line_fit
+
+    rng = np.random.default_rng(0)
+    n = np.repeat([8.0, 16.0, 32.0, 64.0], 3)
+    t0, c = 40.0, 17.0
+    ps, zs = [], []
+    for _ in range(400):
+        y = (t0 + c * n) * (1 + 0.1 * rng.standard_normal(n.size))
+        fit = replicated_line_fit(n, y)
+        ps.append(fit.p_value)
+        zs.append((fit.slope - c) / fit.slope_se)
+    tail = np.mean(np.array(ps) < 0.05)
+    assert abs(tail - 0.05) <= 4 * math.sqrt(0.05 * 0.95 / 400)
+    assert abs(np.mean(zs)) < 0.2 and 0.8 < np.std(zs) < 1.3
+    bent = replicated_line_fit(n, (t0 + 0.3 * n**2) * (1 + 0.02 * rng.standard_normal(n.size)))
+    assert bent.flagged and bent.p_value < 1e-3
+    with pytest.raises(ValueError, match="at least 3 distinct x and a replicate"):
+        replicated_line_fit([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])

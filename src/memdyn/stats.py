@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as _st
 
-__all__ = ["MISFIT_P", "LineFit", "Extrapolation", "ZSummary", "mean_se", "line_fit", "bootstrap_slopes", "extrapolate",
+__all__ = ["MISFIT_P", "LineFit", "Extrapolation", "ZSummary", "mean_se", "line_fit", "replicated_line_fit", "bootstrap_slopes", "extrapolate",
            "z_summary", "binomial_se", "bootstrap_se", "bootstrap_ci", "clopper_pearson"]
 
 #: a line fit whose chi^2 p-value is below this is flagged as inconsistent with a line
@@ -164,6 +164,43 @@ def line_fit(x, y, se) -> LineFit:
         cov = cov * birge**2
     return LineFit(float(coef[0]), float(coef[1]), math.sqrt(cov[0, 0]), math.sqrt(cov[1, 1]), cov, chi2, dof, p,
                    birge, flagged)
+
+
+def replicated_line_fit(x, y) -> LineFit:
+    """y = c0 + c1 x for data with replicates at each x and a constant relative scatter (each point
+    weighted by 1 / (mean y at its x)^2), with the lack-of-fit test that replicates allow.
+
+    The weighted residual sum of squares splits into pure error (replicates about their x's mean,
+    N - k dof for N points at k distinct x) and lack of fit (the means about the line, k - 2 dof).
+    ``chi2`` is the lack-of-fit sum in units of the pure-error variance, ``dof`` = k - 2, and
+    ``p_value`` the F test's P(F_{k-2, N-k} >= (chi2 / dof)); ``flagged`` when p < MISFIT_P. The
+    coefficients' covariance is (X^T W X)^-1 times the residual variance (N - 2 dof). Unlike
+    :func:`line_fit` with errors taken from the residual scatter, whose chi^2 equals its dof by
+    construction, this test can reject the line.
+    """
+    x, y = np.asarray(x, dtype=np.float64).ravel(), np.asarray(y, dtype=np.float64).ravel()
+    if x.size != y.size or not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+        raise ValueError(f"need finite x and y of one length, got sizes {x.size}, {y.size}")
+    levels, idx = np.unique(x, return_inverse=True)
+    k, n = levels.size, x.size
+    if k < 3 or n - k < 1:
+        raise ValueError(f"need at least 3 distinct x and a replicate, got {k} distinct x in {n} points")
+    means = np.bincount(idx, weights=y) / np.bincount(idx)
+    if np.any(means <= 0):
+        raise ValueError("relative weights need a positive mean y at every x")
+    w = 1.0 / means[idx] ** 2
+    X = np.stack([np.ones_like(x), x], axis=1)
+    A = X.T @ (X * w[:, None])
+    coef = np.linalg.solve(A, X.T @ (w * y))
+    ss_res = float((w * (y - X @ coef) ** 2).sum())
+    ss_pe = float((w * (y - means[idx]) ** 2).sum())
+    var_pe = ss_pe / (n - k)
+    chi2 = (ss_res - ss_pe) / var_pe if var_pe > 0 else math.inf
+    dof = k - 2
+    p = float(_st.f.sf(chi2 / dof, dof, n - k)) if math.isfinite(chi2) else 0.0
+    cov = np.linalg.inv(A) * ss_res / (n - 2)
+    return LineFit(float(coef[0]), float(coef[1]), math.sqrt(cov[0, 0]), math.sqrt(cov[1, 1]), cov, float(chi2), dof,
+                   p, math.sqrt(chi2 / dof), p < MISFIT_P)
 
 
 def bootstrap_slopes(x, yb, se) -> np.ndarray:

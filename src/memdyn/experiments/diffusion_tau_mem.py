@@ -26,7 +26,8 @@ the error from the residual scatter with runs - 2 degrees of freedom):
   memorize at all, so tau_mem = t0 + c n and the slope over a finite grid, c n / (t0 + c n) at each
   n, lies below 1 and rises toward it (quick form, 6 seeds pooled: t0 = 39, c = 17.0, local slopes
   0.82, 0.89, 0.97). A two-sided test against 1 would fail more often the more runs it gets;
-  the onset fit, its misfit and the local slopes are in the claim's detail and the summary;
+  the onset line (:func:`memdyn.stats.replicated_line_fit`, with its lack-of-fit test against the
+  runs' scatter at each n) and the local slopes are in the claim's detail and the summary;
 * tau_gen grows more slowly than tau_mem: slope(mem) - slope(gen) >= 0 (one-sided).
 """
 
@@ -37,10 +38,11 @@ import math
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure as MplFigure
+from matplotlib.ticker import NullLocator
 from pydantic import Field
 
 from ..claims import claim
-from ..stats import line_fit
+from ..stats import line_fit, replicated_line_fit
 from .base import ConfigError, Context, Experiment, ExperimentConfig, ExperimentError, Figure, Outcome
 
 
@@ -81,8 +83,10 @@ class DiffusionTauMem(Experiment):
     name = "diffusion-tau-mem"
     section = "7. Memorization in real diffusion training"
     prediction = ("tau_mem, the training time at which a diffusion model starts to reproduce training items, grows in "
-                  "proportion to the training-set size n; tau_gen, when samples start to look real, grows more slowly.")
-    summary = "MLP denoiser on n MNIST digits: tau_mem vs n (slope of ln tau_mem vs ln n = 1), tau_gen flatter"
+                  "proportion to the training-set size n (after an n-independent onset, so a finite grid's log-log "
+                  "slope is at most 1); tau_gen, when samples start to look real, grows more slowly.")
+    summary = ("MLP denoiser on n MNIST digits: tau_mem vs n (an onset, then growth like n: log-log slope in (0, 1]), "
+               "tau_gen flatter")
     Config = DiffusionTauMemConfig
     quick = {"ns": [8, 16, 32, 64], "seeds": 2, "width": 128, "probes": 16}
     sample_keys = ("seeds",)
@@ -119,17 +123,17 @@ class DiffusionTauMem(Experiment):
             s = math.sqrt(float(resid @ resid) / (y.size - 2))
             fits[key] = line_fit(x, y, np.full(y.size, max(s, 1e-6)))
         fm, fg = fits["tau_mem"], fits["tau_gen"]
-        # Bonnaire et al.'s tau_mem ~ n with an n-independent onset: tau_mem = t0 + c n (one point per run, the
-        # residual scatter sets the error); its local log-log slope c n / (t0 + c n) rises toward 1 from below
-        n_runs, tau = df["n"].to_numpy(dtype=float), df["tau_mem"].to_numpy()
-        c_, t0_ = np.polyfit(n_runs, tau, 1)
-        scatter = math.sqrt(float(((tau - t0_ - c_ * n_runs) ** 2).sum()) / (tau.size - 2))
-        onset = line_fit(n_runs, tau, np.full(tau.size, max(scatter, 1e-6)))
+        # Bonnaire et al.'s tau_mem ~ n with an n-independent onset: tau_mem = t0 + c n, weighted for a constant
+        # relative scatter, its lack of fit tested against the runs' scatter at each n; the local log-log slope
+        # c n / (t0 + c n) rises toward 1 from below
+        onset = replicated_line_fit(df["n"].to_numpy(dtype=float), df["tau_mem"].to_numpy())
         means = df.groupby("n")["tau_mem"].mean().to_numpy()
         local = np.diff(np.log(means)) / np.diff(np.log(np.asarray(cfg.ns, dtype=float)))
-        form = (f"tau_mem = t0 + c n fits with t0 = {onset.intercept:.0f} +- {onset.intercept_se:.0f} steps and c = "
-                f"{onset.slope:.1f} +- {onset.slope_se:.1f} steps per item ({onset.misfit}); local slopes between "
-                f"neighbouring n: {', '.join(f'{v:.2f}' for v in local)}")
+        looks = "REJECTED" if onset.flagged else "not rejected"
+        form = (f"tau_mem = t0 + c n gives t0 = {onset.intercept:.0f} +- {onset.intercept_se:.0f} steps and c = "
+                f"{onset.slope:.1f} +- {onset.slope_se:.1f} steps per item; the line is {looks} by the runs' scatter "
+                f"(lack of fit F = {onset.chi2 / onset.dof:.2f} on {onset.dof} dof, p = {onset.p_value:.2g}); local "
+                f"slopes between neighbouring n: {', '.join(f'{v:.2f}' for v in local)}")
         base = (f"{cfg.seeds} runs per n, one point each; tau_mem interpolated where f_mem crosses {cfg.threshold}; "
                 f"least squares, se from the residual scatter")
         claims = [
@@ -205,6 +209,8 @@ def _figure(cfg, df, fits, curves, onset) -> Figure:
     ax2.plot(fine, onset(fine), "k:", lw=1, label=f"onset + linear: {onset.intercept:.0f} + {onset.slope:.1f} n")
     ax2.set(xscale="log", yscale="log", xlabel="training-set size n", ylabel="training steps",
             title="tau_mem and tau_gen against n")
+    ax2.set_xticks(ns, [f"{v:g}" for v in ns])
+    ax2.xaxis.set_minor_locator(NullLocator())
     ax2.legend(fontsize=8)
     ax3.axhline(1 - cfg.quality_margin, color="k", ls=":", lw=1)
     ax3.set(xscale="log", xlabel="training step", ylabel="classifier confidence / training digits'",
