@@ -61,7 +61,8 @@ COMPARISONS = [
     Comparison("Less noise in the sampled parameters lengthens episodes (stylized: smaller sigma; real: EMA weights)",
                ("noise-mitigation", "episode length ratio when sigma grows"),
                ("diffusion-episodes", "EMA")),
-    Comparison("Retrained on its own samples, a model loses diversity like Wright-Fisher resampling (replace)",
+    Comparison("Retrained on its own samples, a model loses diversity at least as fast as Wright-Fisher resampling "
+               "(replace)",
                ("collapse", "E[heterozygosity]"),
                ("self-consuming", "replace (alpha = 0) loses diversity")),
     Comparison("Fresh real data or accumulated samples keep diversity",
