@@ -185,7 +185,8 @@ class StylizedFit:
                 f"ln P = {self.log_prefactor:.3g}; {self.fit.misfit}")
         if np.isfinite(self.eps).any():
             head += (f"; eps from the network's influence {span_text(self.eps)}, slow time 1/(a eps) "
-                     f"{span_text(self.slow_time, '.3g')} steps against episodes of {span_text(np.exp(self.log_length), '.0f')}")
+                     f"{span_text(self.slow_time, '.3g')} steps against episodes of "
+                     f"{span_text(np.exp(self.log_length), '.0f')}")
         if self.rise - Z_TOL * self.rise_se > 0:
             zr = self.rise / self.rise_se if self.rise_se > 0 else math.inf
             return {"verdict": "disagrees", "how": (

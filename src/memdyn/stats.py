@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as _st
 
-__all__ = ["MISFIT_P", "LineFit", "Extrapolation", "ZSummary", "mean_se", "line_fit", "replicated_line_fit", "bootstrap_slopes", "extrapolate",
-           "z_summary", "binomial_se", "bootstrap_se", "bootstrap_ci", "clopper_pearson"]
+__all__ = ["MISFIT_P", "LineFit", "Extrapolation", "ZSummary", "mean_se", "line_fit", "replicated_line_fit",
+           "bootstrap_slopes", "extrapolate", "z_summary", "binomial_se", "bootstrap_se", "bootstrap_ci", "clopper_pearson"]
 
 #: a line fit whose chi^2 p-value is below this is flagged as inconsistent with a line
 MISFIT_P = 1e-3

@@ -174,13 +174,12 @@ class DiffusionEpisodes(Experiment):
                                 "with EMA", 0.0, e, _sd(eb), side="at_least",
                                 detail=(f"mean lengths {bound}{math.exp(lnl[(lr, True)]):.0f} (EMA) and "
                                         f"{math.exp(lnl[(lr, False)]):.0f} steps; one-sided, paired bootstrap")))
-        eps = np.array([np.mean([float(runs[(lr, False, r)]["eps"]) for r in range(cfg.replicates)]) for lr in plain])
-        eps_se = np.array([math.sqrt(sum(float(runs[(lr, False, r)]["eps_se"]) ** 2 for r in range(cfg.replicates)))
-                           / cfg.replicates for lr in plain])
-        sty = stylized_fit(plain, y, se, boot=yb, eps=eps, eps_se=eps_se)
+        def mean_of(key, power=1):  # per plain lr, over replicates (power 2: standard errors of the mean)
+            return np.array([np.mean([float(runs[(lr, False, r)][key]) ** power for r in range(cfg.replicates)])
+                             for lr in plain])
 
-        def mean_of(key):
-            return [float(np.mean([float(runs[(lr, False, r)][key]) for r in range(cfg.replicates)])) for lr in plain]
+        eps, eps_se = mean_of("eps"), np.sqrt(mean_of("eps_se", 2) / cfg.replicates)
+        sty = stylized_fit(plain, y, se, boot=yb, eps=eps, eps_se=eps_se)
 
         stylized = pd.DataFrame({"lr": plain, "mean_length": np.exp(y), "log_mean_length_se": se,
                                  "stylized_length": np.exp(sty.predicted), "bounded_length": np.exp(sty.bounded),
@@ -197,8 +196,8 @@ class DiffusionEpisodes(Experiment):
             f". The stylized model also assumes that inside a well the fast variable relaxes much faster than it "
             f"leaves: after {RELAX_STEPS} Adam steps the network keeps {span_text(stylized['left_strong'], '.0%')} of a "
             f"small perturbation of its strong parameters and {span_text(stylized['left_weak'], '.0%')} of the weak ones "
-            f"(strong relaxation time about {tau_text} steps, against episodes of {span_text(np.exp(y), '.0f')} steps): episodes end long before the parameters "
-            "forget a perturbation")
+            f"(strong relaxation time about {tau_text} steps, against episodes of {span_text(np.exp(y), '.0f')} "
+            "steps): episodes end long before the parameters forget a perturbation")
         looks = "are inconsistent with the Arrhenius line" if arr.flagged else "are not rejected by the Arrhenius line"
         favour = ("the power law fits better" if power.p_value > arr.p_value else "the Arrhenius line fits better")
         summary = {"arrhenius_form": bool(not arr.flagged and arr.p_value >= power.p_value),
@@ -293,8 +292,7 @@ def _two_scales(cfg, res, train_data, schedule, seed: int) -> dict:
                            "weak": ~sp.strong}, steps=RELAX_STEPS, optimizer=adam, seed=seed)
     left = {k: float(d[-1] / d[0]) for k, d in rel.distance.items()}
     return {"eps": sp.eps, "eps_se": sp.eps_se, "strong_share": sp.n_strong / sp.strong.size,
-            "relax_strong": rel.time["strong"], "relax_weak": rel.time["weak"], "left_strong": left["strong"],
-            "left_weak": left["weak"]}
+            "relax_strong": rel.time["strong"], "left_strong": left["strong"], "left_weak": left["weak"]}
 
 
 def _figure(cfg, tab, runs, k0, arr, power, verdict, sty, sty_verdict) -> Figure:

@@ -48,7 +48,8 @@ from ..memorization.sweeps import survival
 from ..noise import Gaussian
 from .base import ConfigError, Context, Experiment, Figure, Outcome
 from .memorization import (CELLS_PER_KICK_2D, MAX_REFERENCE_CELLS, QSD_CUT, RingModelConfig, _episode_claim, _episode_set,
-                           _episode_groups, _episodes, _fraction_claim, _law_cached, _reference_cached, _residual, _ring, _theory)
+                           _episode_groups, _episodes, _fraction_claim, _law_cached, _reference_cached, _residual, _ring,
+                           _theory)
 
 #: steps of the exact-rate grid of the decaying schedule, relative to the base step (the ``memorization``
 #: experiment's default grid, so that a default run computes these exact rates once)

@@ -79,7 +79,8 @@ class SelfConsuming(Experiment):
     name = "self-consuming"
     section = "7. Memorization in real diffusion training"
     prediction = ("Retrained on its own samples, a memorizing diffusion model loses diversity at least as fast as "
-                  "Wright-Fisher resampling (collapse under replace); fresh real data or accumulated samples keep it diverse.")
+                  "Wright-Fisher resampling (collapse under replace); fresh real data or accumulated samples keep it "
+                  "diverse.")
     summary = "MLP denoiser retrained on its own samples: ancestry heterozygosity per generation vs the collapse model"
     Config = SelfConsumingConfig
     quick = {"n": 8, "generations": 4, "replicates": 2}
