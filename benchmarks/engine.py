@@ -10,7 +10,12 @@ Cases:
   (a) 1-D asymmetric double well, 10^6 chains, isotropic Gaussian noise;
   (b) 1000-dimensional S1 quadratic (p = 10 fast, q = 990 slow coordinates, bilinear coupling),
       1000 chains;
-  (c) the double well of (a) with 1,000 chains (few chains: per-step overhead, not arithmetic).
+  (c) the double well of (a) with 1,000 chains (few chains: per-step overhead, not arithmetic);
+  (d) a step grid as experiments run it: 5 steps a, 256 chains each, horizons growing like
+      exp(V/a) (2,000 to 20,000 steps), as one `simulate_groups` call against one `simulate` call
+      per step, on the compiled 1-D kernel and on the torch path (a 2-D quadratic); wall times and
+      their ratio (no goal: the grouped run costs the same chain-steps, it saves per-call and
+      per-step overhead).
 For (a) and (b), chain-steps per second of `memdyn.simulate` beside normal numbers per second of
 `torch.randn` filling a preallocated tensor of the same size (chains x dim) with the same kind of
 generator on the same device, divided by dim so both are in chain-steps per second; the ratio is
@@ -27,7 +32,7 @@ import time
 import numpy as np
 import torch
 
-from memdyn import BilinearCoupling, DoubleWell, Gaussian, Quadratic, S1, s1_noise, simulate
+from memdyn import BilinearCoupling, DoubleWell, Gaussian, Group, Quadratic, S1, s1_noise, simulate, simulate_groups
 
 STEP, SIGMA = 0.01, 1.0
 
@@ -77,6 +82,25 @@ def torchsde_euler(well: DoubleWell, n: int, steps: int, dtype, device) -> float
     return n * steps / (time.perf_counter() - t0)
 
 
+def grid_times(landscape, noise, dtype, device, kernel: str) -> tuple[float, float]:
+    """Wall seconds of case (d): (one simulate_groups call, one simulate call per step)."""
+    steps = np.linspace(0.02, 0.04, 5)
+    V = np.log(10.0) / (1 / steps[0] - 1 / steps[-1])  # horizons 2,000 .. 20,000
+    H = [int(2000 * np.exp(V * (1 / a - 1 / steps[-1]))) for a in steps]
+    init, kw = np.zeros(landscape.dim), dict(dtype=dtype, device=device, kernel=kernel)
+    simulate(landscape, noise, 0.02, 2, 256, init=init, **kw)  # warm-up
+    t0 = time.perf_counter()
+    simulate_groups(landscape, noise, [Group(256, float(a), h, init) for a, h in zip(steps, H)], **kw)
+    _sync(device)
+    t1 = time.perf_counter()
+    first = 0
+    for a, h in zip(steps, H):
+        simulate(landscape, noise, float(a), h, 256, init=init, first_chain=first, **kw)
+        first += 256
+    _sync(device)
+    return t1 - t0, time.perf_counter() - t1
+
+
 def _sync(device):
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
@@ -115,6 +139,14 @@ def main():
     ok_few = few / rates["a"] >= 0.5
     print("goal (a), (b) ratio >= 0.8:", "met" if ok else "NOT met", "| goal (c) / (a) >= 0.5:",
           "met" if ok_few else "NOT met")
+    for name, land, kernel in (("compiled, double well 1-D", well, "auto"),
+                               ("torch, quadratic 2-D", Quadratic(np.array([[2.0, 0.3], [0.3, 1.0]])), "torch")):
+        if kernel == "auto" and torch.device(dev).type != "cpu":
+            continue
+        times = [grid_times(land, Gaussian(SIGMA), dtype, dev, kernel) for _ in range(args.repeats)]
+        grouped, alone = min(t[0] for t in times), min(t[1] for t in times)
+        print(f"(d) step grid, 5 x 256 chains, {name}: grouped {grouped:.2f} s, one run per step {alone:.2f} s, "
+              f"x{alone / grouped:.2f}")
     try:
         sde = best(lambda: torchsde_euler(well, 10**4, 500, dtype, dev))
     except ImportError:

@@ -264,3 +264,20 @@ def test_replicated_line_fit_tests_the_lack_of_fit():
     assert bent.flagged and bent.p_value < 1e-3
     with pytest.raises(ValueError, match="at least 3 distinct x and a replicate"):
         replicated_line_fit([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])
+
+
+def test_a_table_with_nan_stops_its_experiment_with_a_message_not_a_traceback(tmp_path, monkeypatch):
+    from memdyn.experiments.base import Outcome
+    from memdyn.runner import run_suite
+
+    exp = EXPERIMENTS["refit"]
+
+    def broken(cfg, ctx):
+        return Outcome([claim("x", 1.0, 1.0, 0.1)], {"t": pd.DataFrame({"a": [1.0, np.nan]})})
+
+    monkeypatch.setattr(exp, "run", broken)
+    res = run_suite(["refit"], tmp_path / "D", quick=True)
+    assert "refit made a table that cannot be stored" in res.errors["refit"] and "['a']" in res.errors["refit"]
+    assert not res.all_hold and not list((tmp_path / "D").rglob("*.parquet"))
+    summary = json.loads((tmp_path / "D" / "results.json").read_text())
+    assert summary["experiments"]["refit"]["status"] == "error"

@@ -6,8 +6,8 @@ import torch
 from scipy.linalg import solve_discrete_lyapunov
 
 from memdyn import (
-    S1, DivergenceError, DoubleWell, ExitTime, FirstPassage, Gaussian, LeastSquares, Minibatch, Moments, Occupation,
-    Quadratic, StudentT, Trace, fast_ode, intervals, s1_noise, simulate, slow_ode,
+    S1, DivergenceError, DoubleWell, ExitTime, FirstPassage, Gaussian, Group, LeastSquares, Minibatch, Moments,
+    Occupation, Quadratic, StudentT, Trace, fast_ode, intervals, s1_noise, simulate, simulate_groups, slow_ode,
 )
 from memdyn.claims import Z_TOL
 from memdyn.reference import stationary_1d
@@ -213,6 +213,71 @@ def test_step_grid_in_one_simulation_is_bit_identical_to_each_step_alone(case):
         cols = (grid["trace"].chains >= g * n) & (grid["trace"].chains < (g + 1) * n)
         np.testing.assert_array_equal(grid["trace"].values[:, cols], alone["trace"].values[:, cols])
     np.testing.assert_array_equal(grid.step, a)
+
+
+def _uniform_init(gen, n, dim, dtype, device):
+    return torch.rand((n, dim), generator=gen, dtype=dtype, device=device) - 0.5
+
+
+@pytest.mark.parametrize("case", range(len(GRID_CASES)))
+def test_groups_with_their_own_horizons_equal_each_group_alone(case):
+    land, noise, kernel = GRID_CASES[case]
+    # horizons end inside tiles and at a tile's end; groups straddle blocks; a callable init and a noise factor
+    spec = [(700, 0.03, 301, None, _uniform_init), (900, 0.05, 128, 0.7, np.full(land.dim, -0.5)),
+            (500, 0.08, 45, None, _uniform_init), (30, 0.05, 0, None, np.zeros(land.dim))]
+    obs = lambda: [Occupation(intervals([-np.inf, 0.0, np.inf]), 2, start=7, every=3), _exit(land.dim),  # noqa: E731
+                   FirstPassage(lambda th: th[:, 0] > 0.6), Trace(every=50, chains=[5, 20, 450])]
+    groups = [Group(n, a, h, init, s, obs()) for n, a, h, s, init in spec]
+    for first in (0, 1000):
+        sims = simulate_groups(land, noise, groups, seed=3, kernel=kernel, first_chain=first)
+        offset = first
+        for (n, a, h, s, init), sim in zip(spec, sims):
+            # a factor 1 rounds like the other groups' factors on the torch path ((sigma z) s, not sigma z)
+            alone = simulate(land, noise, a, h, n, init=init, seed=3, noise_scale=1.0 if s is None else s,
+                             observers=obs(), kernel=kernel, first_chain=offset)
+            assert sim.info["first_chain"] == offset and (sim.n_steps, sim.n_chains, sim.step) == (h, n, a)
+            np.testing.assert_array_equal(sim.final, alone.final)
+            assert sim["occupation"].total == alone["occupation"].total
+            np.testing.assert_array_equal(sim["occupation"].counts, alone["occupation"].counts)
+            np.testing.assert_array_equal(sim["exit_time"].bridge_time, alone["exit_time"].bridge_time)
+            assert sim["exit_time"].horizon == alone["exit_time"].horizon == h
+            np.testing.assert_array_equal(sim["first_passage"].times, alone["first_passage"].times)
+            np.testing.assert_array_equal(sim["trace"].values, alone["trace"].values)
+            offset += n
+    if kernel == "compiled":  # with first_chain, a range split over runs is one run over all of it
+        whole = simulate(land, noise, 0.05, 200, 3000, init=[0.1], seed=7)
+        part = simulate(land, noise, 0.05, 200, 1500, init=[0.1], seed=7, first_chain=1200)
+        np.testing.assert_array_equal(part.final, whole.final[1200:2700])
+
+
+def test_groups_draw_only_for_running_chains_and_report_bad_input():
+    class Counting(Gaussian):
+        calls = 0
+
+        def draw(self, gen, out):
+            Counting.calls += 1
+            super().draw(gen, out)
+
+    land, T = DoubleWell(-1, 0.2, 1), 64
+    sims = simulate_groups(land, Counting(1.0), [Group(1024, 0.05, 10 * T, [0.0]), Group(2048, 0.05, 2 * T, [0.0])],
+                           kernel="torch")
+    assert sims[0].info["tile"] == T
+    assert Counting.calls == 10 + 2 * 2  # block 0 for 10 tiles, blocks 1-2 for their first 2
+    with pytest.raises(ValueError, match="non-increasing n_steps.*group 1 has 20 > group 0's 10"):
+        simulate_groups(land, Gaussian(1.0), [Group(4, 0.1, 10, [0.0]), Group(4, 0.1, 20, [0.0])])
+    with pytest.raises(ValueError, match="group 1: step must be finite and > 0; chain 1"):
+        simulate_groups(land, Gaussian(1.0), [Group(4, 0.1, 10, [0.0]), Group(2, [0.1, -1.0], 5, [0.0])])
+    with pytest.raises(ValueError, match="at least one group"):
+        simulate_groups(land, Gaussian(1.0), [])
+    with pytest.raises(ValueError, match="first_chain must be an integer >= 0"):
+        simulate(land, Gaussian(1.0), 0.1, 10, 4, init=[0.0], first_chain=-1)
+    init = np.zeros((1500, 1))
+    init[1111 - 1000] = 30.0  # global chain 1111 runs away; the group that holds it has the shorter horizon
+    for kernel in ("compiled", "torch"):
+        with pytest.raises(DivergenceError) as err:
+            simulate_groups(land, Gaussian(0.0), [Group(1000, 0.01, 400, [0.0]), Group(1500, 0.1, 300, init)],
+                            kernel=kernel)
+        assert err.value.chain == 1111
 
 
 def test_noise_scale_grid_equals_scaled_noise_alone():

@@ -4,7 +4,9 @@ The public API is re-exported here; everything else is private.
 """
 
 from .collapse import exact_fit, gaussian_refit
-from .dynamics import BLOCK, DivergenceError, Simulation, fast_equilibrium, fast_ode, simulate, slow_ode
+from .dynamics import (
+    BLOCK, DivergenceError, Group, Simulation, fast_equilibrium, fast_ode, simulate, simulate_groups, slow_ode,
+)
 from . import diffusion, episodes, influence, ldp, memorization, metrics, reference, stats
 from .monitor import MemorizationMonitor
 from .episodes import Episodes, StreamingDetector, core_sets
@@ -32,7 +34,8 @@ from .observers import ExitTime, FirstPassage, Moments, Occupation, Observer, Tr
 __version__ = "0.1.0"
 
 __all__ = [
-    "BLOCK", "DivergenceError", "Simulation", "simulate", "fast_ode", "fast_equilibrium", "slow_ode",
+    "BLOCK", "DivergenceError", "Group", "Simulation", "simulate", "simulate_groups", "fast_ode", "fast_equilibrium",
+    "slow_ode",
     "Landscape", "CriticalPoint", "Quadratic", "DoubleWell", "DoubleWellND", "BentDoubleWell", "S1", "BilinearCoupling",
     "TiltedWell", "Modulated", "SlowlyDriven", "DrivenTiltedWell", "LeastSquares", "MultiWell",
     "Noise", "Gaussian", "StateDependentGaussian", "ProfileGaussian", "StudentT", "Minibatch", "s1_noise", "TanhStep",

@@ -28,11 +28,12 @@ def tanh(u):
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")  # numpy: no zero-division branch, so loops vectorise
-def advance_line(theta, raw, t0, steps, a_step, a_chain, coef, kind, par, scale, traj):
-    """Advance every chain ``steps`` iterations of theta <- theta - a (F'(theta) + sigma(theta) s z).
+def advance_line(theta, raw, t0, steps, a_step, a_chain, coef, kind, par, scale, traj, start, stop):
+    """Advance chains [start, stop) ``steps`` iterations of theta <- theta - a (F'(theta) + sigma(theta) s z).
 
     theta : (N,) states, N a multiple of the block size B, updated in place (each step is computed
-        in float64 and the state stored in theta's dtype).
+        in float64 and the state stored in theta's dtype); rows outside [start, stop) (within the
+        first and the last block: 0 <= start < B, N - B < stop <= N) are left as they were.
     raw : (nb, T, B) standard normals; chain i = b B + j reads raw[b, t0 + t, j] at step t.
     a_step : (steps,) step of each iteration; a_chain : (N,) per-chain factor (products with 1 are
         exact, so a constant step and per-chain steps give the same bits).
@@ -40,7 +41,7 @@ def advance_line(theta, raw, t0, steps, a_step, a_chain, coef, kind, par, scale,
     kind : 0 constant sigma = par[0]; 1 tanh step
         sigma(x) = par[1] + (par[0] - par[1]) (1 - tanh((x - par[2]) / par[3])) / 2.
     scale : (N,) per-chain noise factor s.
-    traj : (steps, N) iterates after each step, or shape (0, N) to keep none.
+    traj : (T, N) iterates, step t stored at traj[t0 + t], or shape (0, N) to keep none.
 
     The loops run over the chains of a block innermost (vectorised), one block after another,
     single-threaded: the engine draws the next tile's noise on the other core meanwhile.
@@ -48,10 +49,16 @@ def advance_line(theta, raw, t0, steps, a_step, a_chain, coef, kind, par, scale,
     block = raw.shape[2]
     keep = traj.shape[0] > 0
     m = coef.shape[0]
+    nb = theta.shape[0] // block
     x = np.empty(block)
     g = np.empty(block)
     sg = np.empty(block)
-    for b in range(theta.shape[0] // block):
+    head = theta[:start].copy()
+    tail = theta[stop:].copy()
+    # every loop's index runs from 0 (a range the compiler knows is >= 0, so indexing needs no
+    # wraparound test and the loops vectorise); the rows outside [start, stop) are stepped too and put
+    # back at the end (their trajectory rows are never read)
+    for b in range(nb):
         lo = b * block
         for j in range(block):
             x[j] = theta[lo + j]
@@ -75,4 +82,6 @@ def advance_line(theta, raw, t0, steps, a_step, a_chain, coef, kind, par, scale,
                 x[j] = theta[lo + j]
             if keep:
                 for j in range(block):
-                    traj[t, lo + j] = theta[lo + j]
+                    traj[t0 + t, lo + j] = theta[lo + j]
+    theta[:start] = head
+    theta[stop:] = tail

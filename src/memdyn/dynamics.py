@@ -37,8 +37,10 @@ from .observers import Observer
 __all__ = [
     "BLOCK",
     "DivergenceError",
+    "Group",
     "Simulation",
     "simulate",
+    "simulate_groups",
     "fast_ode",
     "fast_equilibrium",
     "slow_ode",
@@ -156,14 +158,17 @@ def _kernel_spec(landscape, noise, device, kernel: str):
 
 class _Draws:
     """Raw noise of one chunk, tile by tile, in block layout (blocks, T, BLOCK, width): block b's
-    draws for tile j come from the generator seeded by (seed, b, j). On the CPU a worker thread draws
+    draws for tile j come from the generator seeded by (seed, b, j); blocks whose chains have all
+    reached their horizon are not drawn. On the CPU a worker thread draws
     up to two tiles ahead of the one being stepped (the draws and the steps each keep a core busy);
     a buffer is refilled only once the stepping has moved past it."""
 
     AHEAD = 2
 
-    def __init__(self, noise, seed: int, b0: int, b1: int, T: int, width: int, dtype, device, tiles: int):
+    def __init__(self, noise, seed: int, b0: int, b1: int, T: int, width: int, dtype, device, tiles: int,
+                 needed: Callable[[int], int] | None = None):
         self.noise, self.seed, self.b0, self.b1 = noise, seed, b0, b1
+        self.needed = needed or (lambda tile: b1 - b0)  # blocks (from b0) whose chains still run in a tile
         self.gen = torch.Generator(device=device)
         threaded = device.type == "cpu" and tiles > 1
         count = min(tiles, self.AHEAD + 1) if threaded else 1
@@ -178,7 +183,7 @@ class _Draws:
 
     def _fill(self, tile: int) -> torch.Tensor:
         buf = self.bufs[tile % len(self.bufs)]
-        for b in range(self.b0, self.b1):
+        for b in range(self.b0, self.b0 + self.needed(tile)):
             self.gen.manual_seed(stream_seed(self.seed, b, tile))
             self.noise.draw(self.gen, buf[b - self.b0])
         return buf
@@ -212,6 +217,36 @@ class _Draws:
             self.worker.join()
 
 
+@dataclass
+class Group:
+    """One setting of a grid run by :func:`simulate_groups`: ``n_chains`` chains with their own
+    step(s), horizon, initial states, noise factor and observers.
+
+    Attributes
+    ----------
+    n_chains : int
+    step : float or array_like of shape (n_chains,)
+        Constant step a > 0, or per-chain steps.
+    n_steps : int
+        Horizon: every chain of the group is stepped exactly this many times, and its observers see
+        its iterates 0 .. n_steps.
+    init : array_like or callable
+        As in :func:`simulate`: shape (dim,), (n_chains, dim), or ``init(generator, BLOCK, dim, dtype,
+        device)``.
+    noise_scale : float or array_like of shape (n_chains,), optional
+        Per-chain noise factor s >= 0 (default 1).
+    observers : sequence of Observer
+        This group's observers (names unique within the group).
+    """
+
+    n_chains: int
+    step: Any
+    n_steps: int
+    init: Any
+    noise_scale: Any = None
+    observers: Sequence[Observer] = ()
+
+
 def simulate(
     landscape: Landscape,
     noise: Noise,
@@ -229,6 +264,7 @@ def simulate(
     progress: bool | None = None,
     noise_scale=None,
     kernel: str = "auto",
+    first_chain: int = 0,
 ) -> Simulation:
     """Run constant-step SGD on ``n_chains`` independent chains for ``n_steps`` iterations.
 
@@ -236,7 +272,8 @@ def simulate(
     factor s_i, so a whole grid of step sizes or noise levels runs as one vectorised simulation
     (repeat each grid value over a group of chains). Chain i's noise is a function of (seed, i)
     alone, so its path is a function of (seed, i, a_i, s_i): a grid run equals running each value
-    alone over the same chain indices, bit for bit.
+    alone over the same chain indices, bit for bit. Grid values that need different horizons run
+    together with :func:`simulate_groups`.
 
     Parameters
     ----------
@@ -277,6 +314,10 @@ def simulate(
         stored in ``dtype``); "torch" runs one batch of tensor operations per step (any landscape,
         any noise, CPU or GPU); "auto" picks "compiled" where it applies. The two give the same law,
         not the same bits.
+    first_chain : int
+        Global index of this run's chain 0 (>= 0): chain i draws the streams of chain
+        ``first_chain + i``, so runs over disjoint index ranges are independent and a range split
+        over several runs (or workers) gives the same paths as one run over all of it.
 
     Returns
     -------
@@ -291,98 +332,208 @@ def simulate(
     if n_steps < 0 or n_chains < 1:
         raise ValueError(f"need n_steps >= 0 and n_chains >= 1, got {n_steps}, {n_chains}")
     schedule = step if callable(step) else None
-    if schedule is None:
-        if isinstance(step, (int, float, np.floating, np.integer)) and not (math.isfinite(step) and step > 0):
-            raise ValueError(f"step must be a finite number > 0, an array of them or a schedule k -> a_k, got {step!r}")
-        a_chain = _per_chain("step", step, n_chains, positive=True)
-    else:
-        a_chain = np.ones(n_chains)
-    s_chain = None if noise_scale is None else _per_chain("noise_scale", noise_scale, n_chains, positive=False)
+    group = Group(n_chains, 1.0 if schedule is not None else step, n_steps, init, noise_scale, observers)
+    out = _run_groups(landscape, noise, [group], schedule, seed, first_chain, dtype, device, chunk_size, bound,
+                      progress, kernel)[0]
+    if schedule is not None:
+        out.step = _scheduled(schedule, 0)
+    return out
+
+
+def simulate_groups(
+    landscape: Landscape,
+    noise: Noise,
+    groups: Sequence[Group],
+    *,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float64,
+    device: str | torch.device = "cpu",
+    chunk_size: int | None = None,
+    bound: float = 1e8,
+    progress: bool | None = None,
+    kernel: str = "auto",
+    first_chain: int = 0,
+) -> list[Simulation]:
+    """Run several settings (:class:`Group`) with their own horizons as one simulation.
+
+    The groups' chains are laid out one after another: group g holds the chains with global indices
+    ``first_chain + n_0 + ... + n_(g-1)`` onwards, and its results are exactly those of
+    :func:`simulate` run alone with its parameters and that ``first_chain`` (bit for bit: the
+    streams are those of the global indices). The groups must come in order of non-increasing
+    ``n_steps``, so that the chains still running are a prefix: a group stops being stepped, drawn
+    for and observed at its own horizon, so the grid costs the sum of its groups' chain-steps while
+    every step's tensor operations (or compiled call) serve all groups still running. A step-size
+    grid at the same number of mean exit times per step (horizons growing like exp(V/a)) runs in
+    one pass.
+
+    Parameters
+    ----------
+    landscape, noise, seed, dtype, device, chunk_size, bound, progress, kernel, first_chain
+        As in :func:`simulate`.
+    groups : sequence of Group
+        At least one; ``n_steps`` non-increasing along the sequence.
+
+    Returns
+    -------
+    list of Simulation
+        One per group, in the given order (``info["first_chain"]``: its first global chain index;
+        ``seconds``: the whole run's wall time).
+    """
+    return _run_groups(landscape, noise, list(groups), None, seed, first_chain, dtype, device, chunk_size, bound,
+                       progress, kernel)
+
+
+def _run_groups(landscape, noise, groups, schedule, seed, first_chain, dtype, device, chunk_size, bound, progress,
+                kernel) -> list[Simulation]:
+    """The engine behind :func:`simulate` and :func:`simulate_groups` (``schedule``: a step
+    schedule shared by every chain, only with one group)."""
+    if not groups:
+        raise ValueError("simulate_groups needs at least one group")
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
+    if not (isinstance(first_chain, (int, np.integer)) and first_chain >= 0):
+        raise ValueError(f"first_chain must be an integer >= 0, got {first_chain!r}")
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
-    names = [o.name for o in observers]
-    if len(set(names)) != len(names):
-        raise ValueError(f"observer names must be unique, got {names}")
     device = _resolve_device(device)
     spec = _kernel_spec(landscape, noise, device, kernel)
     dim = landscape.dim
+    G = len(groups)
+    sizes, H, a_parts, s_parts, inits = [], [], [], [], []
+    for g, grp in enumerate(groups):
+        where = "" if G == 1 else f"group {g}: "
+        n, h = grp.n_chains, grp.n_steps
+        if not (isinstance(n, (int, np.integer)) and isinstance(h, (int, np.integer))) or h < 0 or n < 1:
+            raise ValueError(f"{where}need integers n_steps >= 0 and n_chains >= 1, got {h!r}, {n!r}")
+        if g and h > H[-1]:
+            raise ValueError(f"groups must come in order of non-increasing n_steps (the running chains stay a prefix): "
+                             f"group {g} has {h} > group {g - 1}'s {H[-1]}; sort them by horizon")
+        st = grp.step
+        if isinstance(st, (int, float, np.floating, np.integer)) and not (math.isfinite(st) and st > 0):
+            raise ValueError(f"{where}step must be a finite number > 0, an array of them or a schedule k -> a_k, "
+                             f"got {st!r}")
+        a_parts.append(_per_chain(f"{where}step", st, n, positive=True))
+        s_parts.append(None if grp.noise_scale is None else
+                       _per_chain(f"{where}noise_scale", grp.noise_scale, n, positive=False))
+        names = [o.name for o in grp.observers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"{where}observer names must be unique, got {names}")
+        inits.append(_initial_states(grp.init, n, dim, dtype, device))
+        sizes.append(int(n))
+        H.append(int(h))
+    offs = first_chain + np.concatenate([[0], np.cumsum(sizes)])  # group g: global chains [offs[g], offs[g+1])
+    C0, C1 = int(offs[0]), int(offs[-1])
+    a_chain = np.concatenate(a_parts)
+    s_chain = None if all(s is None for s in s_parts) else np.concatenate(
+        [np.ones(n) if s is None else s for s, n in zip(s_parts, sizes)])
+
+    def active_end(k: int) -> int:
+        """Global end of the chains still stepped from iterate k to k + 1 (a prefix from C0)."""
+        return int(offs[sum(h > k for h in H)])
+
     width = noise.width(dim)
     T = _tile_length(width)
     check_every = min(16, T)
-    n_blocks = -(-n_chains // BLOCK)
+    B0, B1 = C0 // BLOCK, -(-C1 // BLOCK)
+    n_blocks = B1 - B0
     per_chunk = n_blocks if chunk_size is None else max(1, -(-int(chunk_size) // BLOCK))
     if chunk_size is None:  # a tile of draws within ~8 MB (float32): the buffers stay in cache
         per_chunk = max(1, min(n_blocks, (1 << 21) // (T * BLOCK * max(width, dim))))
-    init_src = _initial_states(init, n_chains, dim, dtype, device)
-    if schedule is None:
-        a = float(a_chain[0]) if np.ndim(step) == 0 else a_chain.copy()
-    else:
-        a = _scheduled(schedule, 0)
-
     if progress is None:
         import sys
 
-        progress = sys.stderr.isatty() and n_steps * n_chains * dim > 5e8
+        progress = sys.stderr.isatty() and sum(n * h for n, h in zip(sizes, H)) * dim > 5e8
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=n_steps * n_chains, unit="chain-step", unit_scale=True, disable=not progress,
-               desc=f"SGD a={a:g}" if np.ndim(a) == 0 else "SGD", leave=False)
+    a0 = float(a_parts[0][0])
+    label = "SGD" if G > 1 or np.ptp(a_parts[0]) > 0 or schedule is not None else f"SGD a={a0:g}"
+    bar = tqdm(total=sum(n * h for n, h in zip(sizes, H)), unit="chain-step", unit_scale=True, disable=not progress,
+               desc=label, leave=False)
     gen = torch.Generator(device=device)
     raw_dtype = noise.raw_dtype or dtype
-    states: dict[str, list] = {o.name: [] for o in observers}
-    tiles = -(-n_steps // T)
+    states: list[dict[str, list]] = [{o.name: [] for o in grp.observers} for grp in groups]
+    finals: list[list] = [[] for _ in groups]
     t0 = time.perf_counter()
-    finals = []
-    with _draw_core(device, tiles):
-        for b0 in range(0, n_blocks, per_chunk):
-            b1 = min(n_blocks, b0 + per_chunk)
-            lo, hi = b0 * BLOCK, min(n_chains, b1 * BLOCK)
-            n, N = hi - lo, (b1 - b0) * BLOCK  # real and padded chains in this chunk
+    with _draw_core(device, -(-H[0] // T)):
+        for cb0 in range(B0, B1, per_chunk):
+            cb1 = min(B1, cb0 + per_chunk)
+            base, N = cb0 * BLOCK, (cb1 - cb0) * BLOCK  # global chain of row 0; rows (padded to whole blocks)
+            r_lo, r_hi = max(C0, base) - base, min(C1, cb1 * BLOCK) - base  # the real rows
+            # the groups in this chunk: (g, first row, end row)
+            parts = [(g, max(int(offs[g]), base) - base, min(int(offs[g + 1]), base + N) - base) for g in range(G)
+                     if offs[g] < base + N and offs[g + 1] > base]
+            horizon = H[parts[0][0]]
             theta = torch.empty((N, dim), dtype=dtype, device=device)
-            if callable(init_src):
-                for b in range(b0, b1):
-                    gen.manual_seed(stream_seed(seed, b, -1))
-                    theta[(b - b0) * BLOCK : (b - b0 + 1) * BLOCK] = init_src(gen, BLOCK, dim, dtype, device)
-            else:
-                theta[:n] = init_src[lo:hi]
-                theta[n:] = init_src[lo]  # padding chains: valid states, never observed
-            pad = np.full(N - n, 1.0)  # padding chains take step a_lo (always valid) and noise factor 1
-            a_loc = np.concatenate([a_chain[lo:hi], np.full(N - n, a_chain[lo])])
-            s_loc = None if s_chain is None else np.concatenate([s_chain[lo:hi], pad])
-            real = theta[:n]
-            traj = torch.empty((T if observers else 0, N, dim), dtype=dtype, device=device)
-            obs_states = [o.start(lo, n, dim, dtype, device) for o in observers]
-            for o, s in zip(observers, obs_states):
-                o.update(s, 0, real)
-            draws = _Draws(noise, seed, b0, b1, T, width, raw_dtype, device, tiles)
+            for g, p0, p1 in parts:
+                src, first = inits[g], int(offs[g])
+                if callable(src):
+                    for b in range((base + p0) // BLOCK, -(-(base + p1) // BLOCK)):
+                        gen.manual_seed(stream_seed(seed, b, -1))
+                        drawn = src(gen, BLOCK, dim, dtype, device)
+                        lo, hi = max(b * BLOCK, base + p0), min((b + 1) * BLOCK, base + p1)
+                        theta[lo - base : hi - base] = drawn[lo - b * BLOCK : hi - b * BLOCK]
+                else:
+                    theta[p0:p1] = src[base + p0 - first : base + p1 - first]
+            theta[:r_lo] = theta[r_lo]  # padding rows: valid states, never stepped or observed
+            theta[r_hi:] = theta[r_lo]
+            a_loc = np.full(N, a_chain[base + r_lo - C0])
+            a_loc[r_lo:r_hi] = a_chain[base + r_lo - C0 : base + r_hi - C0]
+            s_loc = None
+            if s_chain is not None:
+                s_loc = np.ones(N)
+                s_loc[r_lo:r_hi] = s_chain[base + r_lo - C0 : base + r_hi - C0]
+            watch = any(groups[g].observers for g, _, _ in parts)
+            traj = torch.empty((T if watch else 0, N, dim), dtype=dtype, device=device)
+            obs_states = []
+            for g, p0, p1 in parts:
+                row = [o.start(base + p0 - int(offs[g]), p1 - p0, dim, dtype, device) for o in groups[g].observers]
+                for o, s in zip(groups[g].observers, row):
+                    o.update(s, 0, theta[p0:p1])
+                obs_states.append(row)
+            tiles = -(-horizon // T)
+
+            def blocks_needed(tile: int) -> int:
+                return -(-(min(active_end(tile * T), base + r_hi) - base) // BLOCK)
+
+            draws = _Draws(noise, seed, cb0, cb1, T, width, raw_dtype, device, tiles, blocks_needed)
             run = _Compiled(spec, theta, a_loc, s_loc, traj, bound) if spec is not None else \
                 _Torch(landscape, noise, theta, a_loc, s_loc, traj, bound, check_every, dtype)
             try:
                 for tile in range(tiles):
                     k = tile * T
-                    L = min(T, n_steps - k)
+                    L = min(T, horizon - k)
                     steps = np.ones(L) if schedule is None else np.array([_scheduled(schedule, k + t) for t in range(L)])
-                    bad = run.advance(draws.get(tile), k, steps, n, n_steps)
-                    if bad is not None:
-                        raise DivergenceError(bad[0], lo + bad[1], bad[2], bound)
-                    if observers:
-                        block = traj[:L, :n]
-                        for o, s in zip(observers, obs_states):
-                            o.update_block(s, k, block)
-                    bar.update(L * n)
+                    raw = draws.get(tile)
+                    cuts = sorted({k, k + L} | {h for h in H if k < h < k + L})
+                    for u, v in zip(cuts[:-1], cuts[1:]):  # the running prefix is fixed between horizons
+                        stop = min(active_end(u), base + r_hi) - base
+                        bad = run.advance(raw, u - k, steps[u - k : v - k], u, r_lo, stop)
+                        if bad is not None:
+                            raise DivergenceError(bad[0], base + bad[1], bad[2], bound)
+                        bar.update((v - u) * (stop - r_lo))
+                    for (g, p0, p1), row in zip(parts, obs_states):
+                        if row and H[g] > k:
+                            block = traj[: min(L, H[g] - k), p0:p1]
+                            for o, s in zip(groups[g].observers, row):
+                                o.update_block(s, k, block)
             finally:
                 draws.close()
-            for o, s in zip(observers, obs_states):
-                states[o.name].append(s)
-            finals.append(real.cpu().numpy())
+            for (g, p0, p1), row in zip(parts, obs_states):
+                for o, s in zip(groups[g].observers, row):
+                    states[g][o.name].append(s)
+                finals[g].append(theta[p0:p1].cpu().numpy())
     bar.close()
     seconds = time.perf_counter() - t0
-    observed = {o.name: o.finish(states[o.name]) for o in observers}
-    return Simulation(np.concatenate(finals), observed, a, int(n_steps), int(n_chains), int(seed), seconds,
-                      {"tile": T, "block": BLOCK, "device": str(device), "dtype": str(dtype),
-                       "schedule": schedule is not None, "kernel": "torch" if spec is None else "compiled"})
+    out = []
+    for g, grp in enumerate(groups):
+        observed = {o.name: o.finish(states[g][o.name]) for o in grp.observers}
+        a = a_parts[g]
+        step = float(a[0]) if np.ndim(grp.step) == 0 else a.copy()
+        out.append(Simulation(np.concatenate(finals[g]), observed, step, H[g], sizes[g], int(seed), seconds,
+                              {"tile": T, "block": BLOCK, "device": str(device), "dtype": str(dtype),
+                               "schedule": schedule is not None, "kernel": "torch" if spec is None else "compiled",
+                               "first_chain": int(offs[g]), "groups": G}))
+    return out
 
 
 @contextlib.contextmanager
@@ -400,8 +551,9 @@ def _draw_core(device, tiles: int):
 
 
 class _Compiled:
-    """One tile of steps for every chain of a chunk in one numba call (:mod:`memdyn._step_kernel`);
-    a divergence is located by replaying the tile from its start one step at a time."""
+    """Steps of the running rows [start, stop) of a chunk in one numba call per stretch
+    (:mod:`memdyn._step_kernel`); a divergence is located by replaying the stretch from its start
+    one step at a time."""
 
     def __init__(self, spec, theta, a_loc, s_loc, traj, bound):
         from ._step_kernel import advance_line
@@ -413,28 +565,37 @@ class _Compiled:
         self.s_loc = np.ones_like(a_loc) if s_loc is None else s_loc
         self.traj = traj.reshape(traj.shape[0], traj.shape[1]).numpy()  # dim 1
 
-    def _run(self, theta, raw, t0, steps, traj):
-        self.kernel(theta, raw, t0, steps.size, steps, self.a_loc, self.coef, self.kind, self.par, self.s_loc, traj)
+    def _run(self, theta, raw, t0, steps, keep, start, stop):
+        """The kernel on the blocks holding rows [start, stop) (views: its loops start at 0)."""
+        b0, b1 = start // BLOCK, -(-stop // BLOCK)
+        lo, hi = b0 * BLOCK, b1 * BLOCK
+        traj = self.traj[:, lo:hi] if keep else self.traj[:0, lo:hi]
+        self.kernel(theta[lo:hi], raw[b0:b1], t0, steps.size, steps, self.a_loc[lo:hi], self.coef, self.kind,
+                    self.par, self.s_loc[lo:hi], traj, start - lo, stop - lo)
 
-    def advance(self, raw, k, steps, n, n_steps):
+    def advance(self, raw, t0, steps, k, start, stop):
+        """Steps k .. k + len(steps) - 1 (draws t0 onwards of the tile) of rows [start, stop):
+        None, or (step, row, |theta|) of the first row beyond the bound."""
         raw = raw.view(raw.shape[0], raw.shape[1], -1).numpy()
-        self.snapshot[:] = self.theta
-        self._run(self.theta, raw, 0, steps, self.traj[: steps.size] if self.traj.shape[0] else self.traj)
-        if np.abs(self.theta[:n]).max() <= self.bound:  # False for a NaN too
+        keep = self.traj.shape[0] > 0
+        self.snapshot[start:stop] = self.theta[start:stop]
+        self._run(self.theta, raw, t0, steps, keep, start, stop)
+        if stop <= start or np.abs(self.theta[start:stop]).max() <= self.bound:  # False for a NaN too
             return None
-        theta, none = self.snapshot.copy(), self.traj[:0]
+        theta = self.snapshot.copy()
         for t in range(steps.size):
-            self._run(theta, raw, t, steps[t : t + 1], none)
-            size = np.abs(theta[:n])
+            self._run(theta, raw, t0 + t, steps[t : t + 1], False, start, stop)
+            size = np.abs(theta[start:stop])
             bad = ~(size <= self.bound)
             if bad.any():
                 i = int(np.argmax(bad))
-                return k + t + 1, i, float(size[i])
+                return k + t + 1, start + i, float(size[i])
 
 
 class _Torch:
-    """One tile of steps, one batch of tensor operations per step (any landscape and noise, any
-    device); a divergence is located by replaying from the last checked state."""
+    """Steps of the running rows [start, stop) of a chunk, one batch of tensor operations per step
+    (any landscape and noise, any device); a divergence is located by replaying from the last
+    checked state."""
 
     def __init__(self, landscape, noise, theta, a_loc, s_loc, traj, bound, check_every, dtype):
         self.landscape, self.noise, self.theta, self.traj = landscape, noise, theta, traj
@@ -447,48 +608,57 @@ class _Torch:
         self.snapshot = torch.empty_like(theta)
         self.bound, self.check_every = bound, check_every
 
-    def step(self, theta, raw_t, a_k):
-        """theta <- theta - a_k a_i (grad F + s_i xi), in place."""
-        neg = self.neg if a_k == 1.0 else self.a_loc * -a_k
-        self.landscape.grad_into(theta, self.grad)
+    def step(self, theta, raw_t, a_k, start, stop):
+        """theta[start:stop] <- theta - a_k a_i (grad F + s_i xi), in place."""
+        x, grad = theta[start:stop], self.grad[start:stop]
+        neg = self.neg[start:stop] if a_k == 1.0 else self.a_loc[start:stop] * -a_k
+        raw_t = raw_t[start:stop]
+        self.landscape.grad_into(x, grad)
         if self.scale is None:
-            self.noise.add_to(self.grad, raw_t, theta)
+            self.noise.add_to(grad, raw_t, x)
         else:
-            self.xi.zero_()
-            self.noise.add_to(self.xi, raw_t, theta)
-            self.grad.addcmul_(self.xi, self.scale)
-        theta.addcmul_(self.grad, neg)
+            xi = self.xi[start:stop]
+            xi.zero_()
+            self.noise.add_to(xi, raw_t, x)
+            grad.addcmul_(xi, self.scale[start:stop])
+        x.addcmul_(grad, neg)
 
-    def advance(self, raw, k0, steps, n, n_steps):
-        theta, N = self.theta, self.theta.shape[0]
+    def advance(self, raw, t0, steps, k0, start, stop):
+        """Steps k0 .. k0 + len(steps) - 1 (draws t0 onwards of the tile) of rows [start, stop):
+        None, or (step, row, |theta|) of the first row beyond the bound."""
+        theta = self.theta
+        if stop <= start:
+            return None
         keep = self.traj.shape[0] > 0
         self.snapshot.copy_(theta)
         k_snap = k0
+        end = k0 + steps.size
+        nb = -(-stop // BLOCK)  # the blocks holding running rows
         for t in range(steps.size):
-            self.step(theta, raw[:, t].reshape(N, raw.shape[3]), float(steps[t]))
+            self.step(theta, raw[:nb, t0 + t].reshape(nb * BLOCK, raw.shape[3]), float(steps[t]), start, stop)
             if keep:
-                self.traj[t].copy_(theta)
+                self.traj[t0 + t, start:stop].copy_(theta[start:stop])
             k = k0 + t + 1
-            if k % self.check_every == 0 or k == n_steps:
-                if not bool(theta[:n].abs().amax() <= self.bound):
-                    return self._locate(raw, k0, k_snap, steps, n)
+            if k % self.check_every == 0 or k == end:
+                if not bool(theta[start:stop].abs().amax() <= self.bound):
+                    return self._locate(raw, t0 - k0, k_snap, steps, start, stop, k0)
                 self.snapshot.copy_(theta)
                 k_snap = k
         return None
 
-    def _locate(self, raw, k0, k_snap, steps, n):
-        """Replay from the last good snapshot one step at a time: (step, chain, |theta|) of the first
-        chain beyond the bound."""
-        theta, N = self.snapshot.clone(), self.snapshot.shape[0]
+    def _locate(self, raw, shift, k_snap, steps, start, stop, k0):
+        """Replay from the last good snapshot one step at a time: (step, row, |theta|) of the first
+        row beyond the bound (iterate k uses the tile's draws k + shift)."""
+        theta, nb = self.snapshot.clone(), -(-stop // BLOCK)
         k = k_snap
         while True:
-            self.step(theta, raw[:, k - k0].reshape(N, raw.shape[3]), float(steps[k - k0]))
+            self.step(theta, raw[:nb, k + shift].reshape(nb * BLOCK, raw.shape[3]), float(steps[k - k0]), start, stop)
             k += 1
-            size = theta[:n].abs().amax(dim=1)
+            size = theta[start:stop].abs().amax(dim=1)
             bad = ~(size <= self.bound)
             if bool(bad.any()):
                 i = int(torch.nonzero(bad)[0, 0])
-                return k, i, float(size[i])
+                return k, start + i, float(size[i])
 
 
 def _scheduled(schedule, k: int) -> float:

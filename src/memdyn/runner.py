@@ -20,7 +20,7 @@ from pathlib import Path
 from .dynamics import DivergenceError
 from .experiments import DEFAULT_SUITE, EXPERIMENTS
 from .experiments.base import ConfigError, Context, ExperimentError, parse_value
-from .store import RunStore, code_hash
+from .store import RunStore, TableError, code_hash
 
 __all__ = ["RunSummary", "run_suite", "resolve_configs", "versions"]
 
@@ -150,14 +150,20 @@ def run_suite(names: list[str], out: str | os.PathLike | None = None, *, quick: 
             _say(f"    stopped: {errors[name]}")
             continue
         seconds = time.perf_counter() - t0
+        tables = []
+        try:
+            for tname, df in outcome.tables.items():
+                store.write_table(f"{name}/tables/{tname}.parquet", df)
+                tables.append(f"{name}/tables/{tname}.parquet")
+        except TableError as e:
+            errors[name] = f"{name} made a table that cannot be stored: {e} (a defect of the experiment: please report it)"
+            store.write_json(f"{name}/error.json", {"experiment": name, "error": errors[name]})
+            _say(f"    stopped: {errors[name]}")
+            continue
         figures = []
         for f in outcome.figures:
             store.write_figure(f"{name}/figures/{f.name}.png", f.fig)
             figures.append({"file": f"{name}/figures/{f.name}.png", "caption": f.caption})
-        tables = []
-        for tname, df in outcome.tables.items():
-            store.write_table(f"{name}/tables/{tname}.parquet", df)
-            tables.append(f"{name}/tables/{tname}.parquet")
         claims = [c.to_dict() for c in outcome.claims]
         err = store.path(f"{name}/error.json")
         if err.exists():

@@ -70,6 +70,10 @@ def _values(col) -> np.ndarray:
     return col.to_numpy(dtype=np.float64)
 
 
+class TableError(ValueError):
+    """A table the store refuses (NaN or infinite values): a defect of the code that made it."""
+
+
 class RunStore:
     """A run directory."""
 
@@ -96,7 +100,7 @@ class RunStore:
         num = df.select_dtypes(include=[np.number])
         bad = [c for c in num.columns if not np.isfinite(_values(num[c])).all()]
         if bad:
-            raise ValueError(f"table {rel}: non-finite values in columns {bad}")
+            raise TableError(f"table {rel}: non-finite values in columns {bad}")
         buf = io.BytesIO()
         df.to_parquet(buf, index=False)
         atomic_write(self.path(rel), buf.getvalue())

@@ -43,7 +43,7 @@ from matplotlib.figure import Figure as MplFigure
 from pydantic import Field
 
 from ..claims import claim
-from ..dynamics import simulate
+from ..dynamics import Group, simulate, simulate_groups
 from ..episodes import coefficient_of_variation, exponential_fit
 from ..landscapes import BentDoubleWell, DoubleWell
 from ..ldp import GMAM_ACCURACY, arrhenius_fit
@@ -154,34 +154,37 @@ class ExitTimes(Experiment):
         settings = ((1, well, Gaussian(cfg.sigma), steps, V, x0, target, sign),
                     (2, land2, Gaussian(cfg.sigma, scales=scales2), steps2, V2, -1.0, 1.0, 1.0))
         for dim, land, noise, grid, barrier, start, goal, sgn in settings:
-            for a in grid:
-                if dim == 1:
-                    ex_a, ex_bias = exact(a), 0.0
-                else:
-                    e2 = exact2(a)
-                    ex_a, ex_bias = float(e2["value"]), float(e2["bias"])
-                H = int(math.ceil(cfg.horizon * ex_a))
-                init = np.zeros(dim)
-                init[0] = start
+            exact_ab = [(exact(a), 0.0) if dim == 1 else (float(e["value"]), float(e["bias"]))
+                        for a, e in ((a, None if dim == 1 else exact2(a)) for a in grid)]
+            Hs = [int(math.ceil(cfg.horizon * ex)) for ex, _ in exact_ab]
+            order = sorted(range(len(grid)), key=lambda g: -Hs[g])  # longest horizon first
+            init = np.zeros(dim)
+            init[0] = start
 
-                def cell(a=a, H=H, land=land, init=init, dim=dim, noise=noise, goal=goal, sgn=sgn):
-                    obs = ExitTime(lambda th: sgn * (goal - th[:, 0]), (a * cfg.sigma) ** 2)
-                    sim = simulate(land, noise, float(a), H, cfg.chains, init=init, dtype=torch.float64,
-                                   seed=ctx.seed_for("exit", dim, float(a)), observers=[obs], progress=ctx.progress)
+            def cell(land=land, noise=noise, grid=grid, Hs=Hs, order=order, init=init, dim=dim, goal=goal, sgn=sgn):
+                groups = [Group(cfg.chains, float(grid[g]), Hs[g], init, observers=[
+                    ExitTime(lambda th: sgn * (goal - th[:, 0]), (float(grid[g]) * cfg.sigma) ** 2)]) for g in order]
+                sims = simulate_groups(land, noise, groups, dtype=torch.float64, seed=ctx.seed_for("exit", dim),
+                                       progress=ctx.progress)
+                out = {}
+                for g, sim in zip(order, sims):
                     r = sim["exit_time"]
-                    return {"bridge": r.bridge_time, "grid": r.grid_time, "exited": r.exited}
+                    out |= {f"bridge_{g}": r.bridge_time, f"grid_{g}": r.grid_time, f"exited_{g}": r.exited}
+                return out
 
-                c = ctx.cell(f"d={dim}_a={a:.6g}", cell)
-                ex = c["exited"].astype(bool)
-                fit = exponential_fit(np.where(ex, c["grid"], H).astype(float), ~ex)
-                bridge = exponential_fit(np.maximum(c["bridge"], 1e-9), ~ex)
+            got = ctx.cell(f"d={dim}_" + "_".join(f"{a:.6g}" for a in grid), cell)
+            for g, a in enumerate(grid):
+                (ex_a, ex_bias), H = exact_ab[g], Hs[g]
+                ex = got[f"exited_{g}"].astype(bool)
+                fit = exponential_fit(np.where(ex, got[f"grid_{g}"], H).astype(float), ~ex)
+                bridge = exponential_fit(np.maximum(got[f"bridge_{g}"], 1e-9), ~ex)
                 rows.append({"dim": dim, "step": a, "V_over_a": barrier / a, "exact_chain": ex_a,
                              "exact_chain_bias": ex_bias,
                              "mean": fit.mean, "mean_se": fit.mean_se, "bridge_mean": bridge.mean,
                              "censored": float(1 - ex.mean())})
-                what = ("exact mean exit time of the discrete chain (absorbing chain on the transfer operator)" if dim == 1
-                        else "exact mean exit time of the 2-D discrete chain (absorbing chain on its transfer operator, "
-                             "extrapolated to zero cell width)")
+                what = ("exact mean exit time of the discrete chain (absorbing chain on the transfer operator)"
+                        if dim == 1 else "exact mean exit time of the 2-D discrete chain (absorbing chain on its "
+                                         "transfer operator, extrapolated to zero cell width)")
                 claims.append(claim(f"mean exit time (steps), a={a:.4g}, {dim}-D", ex_a, fit.mean, fit.mean_se,
                                     systematic=ex_bias, systematic_source=mesh_src if dim == 2 else "",
                                     detail=f"censoring-aware MLE; {what}"))

@@ -31,7 +31,7 @@ from ..claims import claim
 from ..landscapes import DoubleWell
 from ..noise import Gaussian
 from .base import ConfigError, Context, Experiment, ExperimentConfig, Figure, Outcome
-from .occupation import double_well_extrapolation, plot_log_ratio, right_occupation
+from .occupation import double_well_extrapolation, plot_log_ratio, right_occupations
 
 
 class GibbsConfig(ExperimentConfig):
@@ -93,9 +93,9 @@ class Gibbs(Experiment):
         sigma, dF = cfg.sigma, well.delta_f
         target = -2 * dF / sigma**2
         rows, claims = [], []
-        for a in self.grid(cfg):
-            row = right_occupation(well, sigma, Gaussian(sigma), float(a), cfg.chains, cfg.mix, cfg.events, ctx,
-                                   getattr(torch, cfg.dtype), f"a={a:.6g}")
+        for row in right_occupations(well, sigma, Gaussian(sigma), self.grid(cfg), cfg.chains, cfg.mix, cfg.events,
+                                     ctx, getattr(torch, cfg.dtype)):
+            a = row["step"]
             rows.append({**row, "temperature": a * sigma**2 / 2})
             claims.append(claim(f"right-well occupation at a={a:.4g}", row["p_right_exact"], row["p_right"],
                                 row["p_right_se"], detail="exact stationary law of the discrete chain (transfer operator)"))

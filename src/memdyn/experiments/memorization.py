@@ -42,7 +42,7 @@ from matplotlib.figure import Figure as MplFigure
 from pydantic import Field
 
 from ..claims import claim
-from ..dynamics import simulate
+from ..dynamics import Group, simulate, simulate_groups
 from ..episodes import exponential_fit
 from ..ldp import GMAM_ACCURACY, arrhenius_fit
 from ..memorization import (GeneratedData, MemorizingLandscape, ModulatedMemorizingLandscape, ProbeObserver,
@@ -151,17 +151,19 @@ class Memorization(Experiment):
         V = float(np.mean(th.exit_barrier[:n]))
         steps = cfg.step * np.linspace(cfg.step_ratio, 1.0, cfg.n_steps)
         noise = Gaussian(cfg.sigma) if cfg.alpha == 1 else GeneratedData(S, cfg.bandwidth, cfg.sigma, cfg.alpha)
-        rows, claims, records = [], [], {}
-        for a in steps:
-            a = float(a)
+        rows, claims = [], []
+        plans = []
+        for a in map(float, steps):
             ref = _reference(cfg, a)
-            H = int(math.ceil(cfg.horizon * ref["mean"]))  # the same number of mean episodes at every step
-            k0 = int(math.ceil(math.log(QSD_CUT) / math.log(ref["mixing"])))
-            raster = a == float(steps[-1])
-            law = _law(cfg, a)
-
-            c = _episodes(ctx, f"a={a:.6g}", S, land, noise, a, H, cfg.chains, law["coarse"],
-                          cfg.probes if raster else 0, ("init", a), ("memorization", a))
+            plans.append({"a": a, "ref": ref, "law": _law(cfg, a),
+                          "H": int(math.ceil(cfg.horizon * ref["mean"])),  # the same number of mean episodes per step
+                          "k0": int(math.ceil(math.log(QSD_CUT) / math.log(ref["mixing"])))})
+        runs = _episode_groups(ctx, "grid_" + "_".join(f"{p['a']:.6g}" for p in plans), S, land, noise,
+                               [(p["a"], 1.0, p["law"]["coarse"], ("init", p["a"]), p["H"]) for p in plans],
+                               cfg.chains, cfg.probes, ("memorization",), raster=len(plans) - 1)
+        records = runs[-1]  # the raster is of the largest step
+        for p, c in zip(plans, runs):
+            a, ref, H, k0, law = p["a"], p["ref"], p["H"], p["k0"], p["law"]
             fit, frac, frac_se = _residual(c, n, k0)
             rows.append({"step": a, "V_over_a": V / a, "k0": k0, "exact_chain": ref["mean"], "exact_bias": ref["bias"],
                          "mixing": ref["mixing"], "mean": fit.mean, "mean_se": fit.mean_se, "events": fit.events,
@@ -176,8 +178,6 @@ class Memorization(Experiment):
                                               a, th, f"FW energies with Laplace prefactors give "
                                                      f"{_laplace_fraction(th, cfg.sigma, a, land):.4f}; chains start "
                                                      "from the predicted law"))
-            if raster:
-                records = c
         tab = pd.DataFrame(rows)
         meas = arrhenius_fit(tab["step"], tab["mean"], tab["mean_se"])
         exact = arrhenius_fit(tab["step"], tab["exact_chain"], tab["mean_se"])
@@ -221,47 +221,47 @@ def _episodes(ctx: Context, key: str, S, land, noise, a: float, H: int, chains: 
     """One cached run of ``chains`` probes for H steps from the long-run law ``law`` (its
     :meth:`sample`): core-set episodes, memorized fractions and (``probes`` > 0) the raster.
     ``schedule`` replaces the constant step a by a_k."""
-    return _episode_groups(ctx, key, S, land, noise, [(a, 1.0, law, init_key)], H, chains, probes, seed_key,
+    return _episode_groups(ctx, key, S, land, noise, [(a, 1.0, law, init_key, H)], chains, probes, seed_key,
                            schedule)[0]
 
 
-def _episode_groups(ctx: Context, key: str, S, land, noise, groups, H: int, chains: int, probes: int, seed_key,
-                    schedule=None) -> list[dict]:
+_EPISODE_KEYS = ("length", "state", "right", "chain", "start", "memorized", "raster", "raster_steps")
+
+
+def _episode_groups(ctx: Context, key: str, S, land, noise, groups, chains: int, probes: int, seed_key,
+                    schedule=None, raster: int = 0) -> list[dict]:
     """:func:`_episodes` for several settings at once: ``groups`` is a list of (step a, noise
-    factor, long-run law, init key), each for ``chains`` probes, run as one simulation with
-    per-chain steps and noise scales (chain g * chains + i is probe i of group g). Returns one
-    dict per group, its chains renumbered from 0 (the raster: the first probes of group 0)."""
+    factor, long-run law, init key, horizon H), each for ``chains`` probes, run as the groups of one
+    :func:`memdyn.simulate_groups` call (longest horizon first, each stopped at its own). Returns
+    one dict per group, its chains numbered from 0; group ``raster`` keeps the raster of its first
+    ``probes`` probes."""
     G = len(groups)
+    order = sorted(range(G), key=lambda g: -groups[g][4])
 
     def cell():
-        obs = ProbeObserver(S, raster_probes=probes, raster_every=max(1, H // 600))
-        init = np.concatenate([law.sample(chains, ctx.seed_for(*ik)) for _, _, law, ik in groups])
-        if G == 1:
-            step, scale = groups[0][0], None
+        obs = [ProbeObserver(S, raster_probes=probes if g == raster else 0, raster_every=max(1, groups[g][4] // 600))
+               for g in range(G)]
+        inits = [law.sample(chains, ctx.seed_for(*ik)) for _, _, law, ik, _ in groups]
+        kw = dict(dtype=torch.float64, seed=ctx.seed_for(*seed_key), progress=ctx.progress)
+        if schedule is not None:
+            if G != 1:
+                raise ValueError("a step schedule runs one setting at a time")
+            sims = [simulate(land, noise, schedule, groups[0][4], chains, init=inits[0], observers=obs, **kw)]
         else:
-            step = np.repeat([float(g[0]) for g in groups], chains)
-            scale = np.repeat([float(g[1]) for g in groups], chains)
-        sim = simulate(land, noise, step if schedule is None else schedule, H, chains * G, init=init,
-                       noise_scale=scale, dtype=torch.float64, seed=ctx.seed_for(*seed_key), observers=[obs],
-                       progress=ctx.progress)
-        r = sim["probes"]
-        e = r.episodes
-        return {"length": e.length, "state": e.state, "right": e.right_censored, "chain": e.chain, "start": e.start,
-                "memorized": r.memorized_fraction, "raster": r.raster, "raster_steps": r.raster_steps}
+            sims = simulate_groups(land, noise, [Group(chains, float(groups[g][0]), groups[g][4], inits[g],
+                                                       None if G == 1 else float(groups[g][1]), [obs[g]])
+                                                 for g in order], **kw)
+        out = {}
+        for g, sim in zip(order, sims):
+            r = sim["probes"]
+            e = r.episodes
+            got = {"length": e.length, "state": e.state, "right": e.right_censored, "chain": e.chain, "start": e.start,
+                   "memorized": r.memorized_fraction, "raster": r.raster, "raster_steps": r.raster_steps}
+            out |= {f"{k}_{g}": got[k] for k in _EPISODE_KEYS}
+        return out
 
     c = ctx.cell(key, cell)
-    if G == 1:
-        return [c]
-    out = []
-    for g in range(G):
-        sel = c["chain"] // chains == g
-        part = {k: c[k][sel] for k in ("length", "state", "right", "start")}
-        part["chain"] = c["chain"][sel] - g * chains
-        part["memorized"] = c["memorized"][g * chains:(g + 1) * chains]
-        part["raster"], part["raster_steps"] = (c["raster"], c["raster_steps"]) if g == 0 else (c["raster"][:0],
-                                                                                               c["raster_steps"])
-        out.append(part)
-    return out
+    return [{k: c[f"{k}_{g}"] for k in _EPISODE_KEYS} for g in range(G)]
 
 
 def _residual(c: dict, n: int, k0: int):

@@ -31,7 +31,7 @@ from ..landscapes import DoubleWell
 from ..ldp import GMAM_ACCURACY, fw_energies, transition_costs
 from ..noise import ProfileGaussian, tanh_step
 from .base import ConfigError, Context, Experiment, ExperimentConfig, Figure, Outcome
-from .occupation import double_well_extrapolation, plot_log_ratio, right_occupation
+from .occupation import double_well_extrapolation, plot_log_ratio, right_occupations
 
 
 class NoiseGeometryConfig(ExperimentConfig):
@@ -120,9 +120,9 @@ class NoiseGeometry(Experiment):
         ]
         noise = ProfileGaussian(sig)
         rows = []
-        for a in self.grid(cfg):
-            row = right_occupation(well, sig, noise, float(a), cfg.chains, cfg.mix, cfg.events, ctx,
-                                   getattr(torch, cfg.dtype), f"a={a:.6g}")
+        for row in right_occupations(well, sig, noise, self.grid(cfg), cfg.chains, cfg.mix, cfg.events, ctx,
+                                     getattr(torch, cfg.dtype)):
+            a = row["step"]
             rows.append({**row, "barrier_over_step": min(vl, vr) / a})
             claims.append(claim(f"shallow-well occupation at a={a:.4g}", row["p_right_exact"], row["p_right"],
                                 row["p_right_se"], detail="exact stationary law of the discrete chain, state-dependent kernel"))

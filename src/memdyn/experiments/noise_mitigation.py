@@ -128,16 +128,13 @@ class NoiseMitigation(Experiment):
         lawd = {name: _law_cached(n, cfg.radius, cfg.bandwidth, cfg.c, float(sigma), float(a))
                 for name, (a, sigma, _) in settings.items()}
         horizon = {name: int(math.ceil(cfg.horizon * refs[name]["mean"])) for name in settings}
-        # the settings with fresh data only differ in step and noise scale: one simulation with per-chain values,
-        # over the longest of their horizons (the others see more episodes, not a different law)
+        # the settings with fresh data only differ in step and noise scale: one simulation, each setting with its
+        # own step, noise factor and horizon
         fresh = [name for name, (_, _, alpha) in settings.items() if alpha == 1]
-        H_fresh = max(horizon[name] for name in fresh)
         runs = dict(zip(fresh, _episode_groups(
             ctx, "fresh", S, land, Gaussian(cfg.sigma),
-            [(settings[name][0], settings[name][1] / cfg.sigma, lawd[name]["coarse"], ("init", name)) for name in fresh],
-            H_fresh, cfg.chains, 0, ("run", "fresh"))))
-        for name in fresh:
-            horizon[name] = H_fresh
+            [(settings[name][0], settings[name][1] / cfg.sigma, lawd[name]["coarse"], ("init", name), horizon[name])
+             for name in fresh], cfg.chains, 0, ("run", "fresh"))))
         for name, (a, sigma, alpha) in settings.items():
             ref, law, H = refs[name], lawd[name], horizon[name]
             k0 = int(math.ceil(math.log(QSD_CUT) / math.log(ref["mixing"])))

@@ -25,73 +25,88 @@ import numpy as np
 import pandas as pd
 
 from ..claims import claim
-from ..dynamics import simulate
+from ..dynamics import Group, simulate_groups
 from ..ldp import gibbs_fit
 from ..observers import Occupation, intervals
 from ..reference import sde_stationary_1d, stationary_1d, support_1d
 from ..stats import extrapolate
 from .base import ConfigError, Context, ExperimentError
 
-__all__ = ["well_occupation", "log_ratio", "right_occupation", "sde_log_occupations", "extrapolation_claims",
+__all__ = ["well_occupations", "log_ratio", "right_occupations", "sde_log_occupations", "extrapolation_claims",
            "double_well_extrapolation", "plot_log_ratio", "MAX_CHAIN_STEPS"]
 
 MAX_CHAIN_STEPS = 6e9  # refuse configurations that would run for hours
 BURN_IN = 8.0  # mixing times; with 5, the transient from a start in the rarer basin was ~1 se at 4x the chains
 
 
-def well_occupation(land, sigma, noise, a: float, saddles, minima, chains: int, mix: float, events: int,
-                    ctx: Context, dtype, key: str) -> dict:
+def well_occupations(land, sigma, noise, steps, saddles, minima, chains: int, mix: float, events: int,
+                     ctx: Context, dtype) -> list[dict]:
     """Occupation of the basins of a 1-D multi-well loss (cut at ``saddles``) by constant-step SGD
-    at step ``a``: measured and exact.
+    at each step of ``steps``: measured and exact, the whole grid as one simulation.
 
-    Measured from ``chains`` independent chains started at the minimum of the basin the exact law
-    occupies most, after BURN_IN mixing times of burn-in (the initial deficit of the other basins,
-    at most 1 - p_max, decays as exp(-t / t_mix): the residual bias of an occupation is at most
-    (1 - p_max) e^-BURN_IN / window, below 1e-4 of it), averaged over a window of ``mix`` mixing
-    times, lengthened when needed so that the chains together are expected to enter the rarest
-    basin at least ``events`` times (a two-state chain with mixing time t enters a basin of
-    probability p at rate p (1 - p) / t). With fewer entries the per-chain fractions are too
-    skewed for their standard error to be trusted. Exact: the stationary law of the discrete
-    chain (:func:`memdyn.reference.stationary_1d`).
+    Measured at each step a from ``chains`` independent chains started at the minimum of the
+    basin the exact law occupies most, after BURN_IN mixing times of burn-in (the initial deficit
+    of the other basins, at most 1 - p_max, decays as exp(-t / t_mix): the residual bias of an
+    occupation is at most (1 - p_max) e^-BURN_IN / window, below 1e-4 of it), averaged over a
+    window of ``mix`` mixing times, lengthened when needed so that the chains together are expected
+    to enter the rarest basin at least ``events`` times (a two-state chain with mixing time t
+    enters a basin of probability p at rate p (1 - p) / t). With fewer entries the per-chain
+    fractions are too skewed for their standard error to be trusted. Exact: the stationary law of
+    the discrete chain (:func:`memdyn.reference.stationary_1d`).
+
+    The steps' horizons differ (the mixing time grows like exp(V/a)): they run as the groups of one
+    :func:`memdyn.simulate_groups` call, longest first, each stopped at its own horizon.
 
     ``sigma`` is the noise scale (a number, or a function of positions for state-dependent noise,
     matching ``noise``).
 
     Returns
     -------
-    dict with ``p`` (K,), ``cov`` (K, K) covariance of the estimates (per-chain spread / chains),
-    ``exact`` (K,), ``mixing_steps``, ``window_mixing_times``, ``n_steps``.
+    list of dict, one per step in the given order, with ``p`` (K,), ``cov`` (K, K) covariance of the
+    estimates (per-chain spread / chains), ``exact`` (K,), ``mixing_steps``, ``window_mixing_times``,
+    ``n_steps``.
     """
-    grid = np.linspace(min(minima) - 1, max(minima) + 1, 801)
-    sig = np.broadcast_to(sigma(grid) if callable(sigma) else sigma, grid.shape)
-    lo, hi = support_1d(land, float(sig.max()), a, minima)
-    x, pi, tmix = stationary_1d(land, sigma, a, lo, hi, n=int(min(20000, max(3000, 12 * (hi - lo) / (a * sig.min())))))
     edges = np.concatenate([[-np.inf], np.asarray(saddles, dtype=np.float64), [np.inf]])
     K = edges.size - 1
-    exact = np.array([pi[(x >= edges[i]) & (x < edges[i + 1])].sum() for i in range(K)])
-    window = max(mix, events / (chains * float(np.min(exact * (1 - exact)))))
-    burn = int(math.ceil(BURN_IN * tmix))
-    start = float(np.asarray(minima, dtype=np.float64)[int(np.argmax(exact))])
-    n_steps = burn + int(math.ceil(window * tmix))
-    if n_steps * chains > MAX_CHAIN_STEPS:
-        raise ConfigError(f"{ctx.experiment}: at step {a:g} the chain mixes in {tmix:.3g} steps and the rarest basin "
-                          f"holds {exact.min():.3g}, so {n_steps * chains:.3g} chain-steps would be needed "
-                          f"(limit {MAX_CHAIN_STEPS:.0e}): use a larger step, more noise or fewer events")
-    every = max(1, int(tmix // 50))
+    plans = []
+    for a in map(float, steps):
+        grid = np.linspace(min(minima) - 1, max(minima) + 1, 801)
+        sig = np.broadcast_to(sigma(grid) if callable(sigma) else sigma, grid.shape)
+        lo, hi = support_1d(land, float(sig.max()), a, minima)
+        x, pi, tmix = stationary_1d(land, sigma, a, lo, hi,
+                                    n=int(min(20000, max(3000, 12 * (hi - lo) / (a * sig.min())))))
+        exact = np.array([pi[(x >= edges[i]) & (x < edges[i + 1])].sum() for i in range(K)])
+        window = max(mix, events / (chains * float(np.min(exact * (1 - exact)))))
+        burn = int(math.ceil(BURN_IN * tmix))
+        n_steps = burn + int(math.ceil(window * tmix))
+        if n_steps * chains > MAX_CHAIN_STEPS:
+            raise ConfigError(f"{ctx.experiment}: at step {a:g} the chain mixes in {tmix:.3g} steps and the rarest "
+                              f"basin holds {exact.min():.3g}, so {n_steps * chains:.3g} chain-steps would be needed "
+                              f"(limit {MAX_CHAIN_STEPS:.0e}): use a larger step, more noise or fewer events")
+        plans.append({"a": a, "exact": exact, "mixing_steps": tmix, "window_mixing_times": window, "burn": burn,
+                      "n_steps": n_steps, "every": max(1, int(tmix // 50)),
+                      "start": float(np.asarray(minima, dtype=np.float64)[int(np.argmax(exact))])})
+    order = sorted(range(len(plans)), key=lambda g: -plans[g]["n_steps"])  # longest horizon first
 
     def cell():
-        sim = simulate(land, noise, float(a), n_steps, chains, init=[start], seed=ctx.seed_for("a", float(a)),
-                       dtype=dtype, progress=ctx.progress,
-                       observers=[Occupation(intervals(edges), K, start=burn, every=every)])
-        return {"fractions": sim["occupation"].fractions}
+        groups = [Group(chains, plans[g]["a"], plans[g]["n_steps"], [plans[g]["start"]], observers=[
+            Occupation(intervals(edges), K, start=plans[g]["burn"], every=plans[g]["every"])]) for g in order]
+        sims = simulate_groups(land, noise, groups, seed=ctx.seed_for("grid"), dtype=dtype, progress=ctx.progress)
+        return {f"fractions_{g}": sim["occupation"].fractions for g, sim in zip(order, sims)}
 
-    f = ctx.cell(key, cell)["fractions"]
-    p = f.mean(axis=0)
-    if np.any(p <= 0) or np.any(p >= 1):
-        raise ExperimentError(f"at a={a:g} some basin was never visited (occupations {p.tolist()}); raise events or "
-                              "chains")
-    return {"p": p, "cov": np.cov(f, rowvar=False) / f.shape[0], "exact": exact, "mixing_steps": tmix,
-            "window_mixing_times": window, "n_steps": n_steps}
+    key = "grid_" + "_".join(f"{pl['a']:.6g}" for pl in plans)
+    got = ctx.cell(key, cell)
+    out = []
+    for g, pl in enumerate(plans):
+        f = got[f"fractions_{g}"]
+        p = f.mean(axis=0)
+        if np.any(p <= 0) or np.any(p >= 1):
+            raise ExperimentError(f"at a={pl['a']:g} some basin was never visited (occupations {p.tolist()}); raise "
+                                  "events or chains")
+        out.append({"p": p, "cov": np.cov(f, rowvar=False) / f.shape[0], "exact": pl["exact"],
+                    "mixing_steps": pl["mixing_steps"], "window_mixing_times": pl["window_mixing_times"],
+                    "n_steps": pl["n_steps"]})
+    return out
 
 
 def log_ratio(occ: dict, i: int, j: int, a: float) -> tuple[float, float, float]:
@@ -102,16 +117,20 @@ def log_ratio(occ: dict, i: int, j: int, a: float) -> tuple[float, float, float]
     return a * math.log(p[i] / p[j]), a * math.sqrt(max(var, 0.0)), a * math.log(e[i] / e[j])
 
 
-def right_occupation(well, sigma, noise, a: float, chains: int, mix: float, events: int, ctx: Context, dtype,
-                     key: str) -> dict:
-    """:func:`well_occupation` of a double well, as one table row: the right basin {x >= saddle}
-    (p_right, se, exact) and a ln(p_right / p_left) (+ se, exact)."""
-    occ = well_occupation(well, sigma, noise, a, [well.saddle], [well.left, well.right], chains, mix, events, ctx,
-                          dtype, key)
-    y, y_se, y_ex = log_ratio(occ, 1, 0, a)
-    return {"step": a, "mixing_steps": occ["mixing_steps"], "window_mixing_times": occ["window_mixing_times"],
-            "n_steps": occ["n_steps"], "p_right": float(occ["p"][1]), "p_right_se": math.sqrt(occ["cov"][1, 1]),
-            "p_right_exact": float(occ["exact"][1]), "a_log_ratio": y, "a_log_ratio_se": y_se, "a_log_ratio_exact": y_ex}
+def right_occupations(well, sigma, noise, steps, chains: int, mix: float, events: int, ctx: Context,
+                      dtype) -> list[dict]:
+    """:func:`well_occupations` of a double well, one table row per step: the right basin
+    {x >= saddle} (p_right, se, exact) and a ln(p_right / p_left) (+ se, exact)."""
+    rows = []
+    for a, occ in zip(steps, well_occupations(well, sigma, noise, steps, [well.saddle], [well.left, well.right],
+                                              chains, mix, events, ctx, dtype)):
+        y, y_se, y_ex = log_ratio(occ, 1, 0, float(a))
+        rows.append({"step": float(a), "mixing_steps": occ["mixing_steps"],
+                     "window_mixing_times": occ["window_mixing_times"], "n_steps": occ["n_steps"],
+                     "p_right": float(occ["p"][1]), "p_right_se": math.sqrt(occ["cov"][1, 1]),
+                     "p_right_exact": float(occ["exact"][1]), "a_log_ratio": y, "a_log_ratio_se": y_se,
+                     "a_log_ratio_exact": y_ex})
+    return rows
 
 
 def sde_log_occupations(land, sigma, a: float, saddles, minima) -> np.ndarray:
@@ -156,7 +175,7 @@ def extrapolation_claims(steps, y, y_se, y_exact, sde_limit, target: float, what
 
 
 def double_well_extrapolation(tab: pd.DataFrame, well, sigma, target: float, what: str, theory: str):
-    """:func:`extrapolation_claims` for a table of :func:`right_occupation` rows."""
+    """:func:`extrapolation_claims` for a table of :func:`right_occupations` rows."""
     def sde(a):
         lm = sde_log_occupations(well, sigma, a, [well.saddle], [well.left, well.right])
         return a * float(lm[1] - lm[0])

@@ -27,7 +27,7 @@ from ..landscapes import MultiWell
 from ..ldp import GMAM_ACCURACY, fw_energies, transition_costs
 from ..noise import ProfileGaussian, tanh_step
 from .base import ConfigError, Context, Experiment, ExperimentConfig, Figure, Outcome
-from .occupation import extrapolation_claims, log_ratio, sde_log_occupations, well_occupation
+from .occupation import extrapolation_claims, log_ratio, sde_log_occupations, well_occupations
 
 
 class ThreeWellsConfig(ExperimentConfig):
@@ -120,9 +120,9 @@ class ThreeWells(Experiment):
         noise = ProfileGaussian(sig)
         rows, occs = [], []
         others = [i for i in range(3) if i != pick]
-        for a in self.grid(cfg):
-            occ = well_occupation(m, sig, noise, float(a), sads, mins, cfg.chains, cfg.mix, cfg.events, ctx,
-                                  getattr(torch, cfg.dtype), f"a={a:.6g}")
+        grid = self.grid(cfg)
+        for a, occ in zip(grid, well_occupations(m, sig, noise, grid, sads, mins, cfg.chains, cfg.mix, cfg.events, ctx,
+                                                 getattr(torch, cfg.dtype))):
             occs.append(occ)
             row = {"step": a, "mixing_steps": occ["mixing_steps"], "n_steps": occ["n_steps"],
                    "barrier_over_step": float(Bx[np.isfinite(Bx) & (Bx > 0)].min()) / a}
