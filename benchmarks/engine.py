@@ -15,7 +15,10 @@ Cases:
       exp(V/a) (2,000 to 20,000 steps), as one `simulate_groups` call against one `simulate` call
       per step, on the compiled 1-D kernel and on the torch path (a 2-D quadratic); wall times and
       their ratio (no goal: the grouped run costs the same chain-steps, it saves per-call and
-      per-step overhead).
+      per-step overhead);
+  (e) the double well of (a) by the fused kernel (`kernel="fused"`: normals computed inside a
+      torch.compile'd step, no draws in memory; built for GPUs, see benchmarks/gpu.py), for
+      comparison with (a).
 For (a) and (b), chain-steps per second of `memdyn.simulate` beside normal numbers per second of
 `torch.randn` filling a preallocated tensor of the same size (chains x dim) with the same kind of
 generator on the same device, divided by dim so both are in chain-steps per second; the ratio is
@@ -49,11 +52,11 @@ def bare_rng(n: int, dim: int, steps: int, dtype, device) -> float:
     return n * steps / (time.perf_counter() - t0)
 
 
-def engine(landscape, noise, n: int, steps: int, dtype, device) -> float:
+def engine(landscape, noise, n: int, steps: int, dtype, device, kernel: str = "auto") -> float:
     init = np.zeros(landscape.dim)
-    simulate(landscape, noise, STEP, 2, n, init=init, dtype=dtype, device=device)  # warm-up
+    simulate(landscape, noise, STEP, 2, n, init=init, dtype=dtype, device=device, kernel=kernel)  # warm-up
     _sync(device)
-    sim = simulate(landscape, noise, STEP, steps, n, init=init, dtype=dtype, device=device)
+    sim = simulate(landscape, noise, STEP, steps, n, init=init, dtype=dtype, device=device, kernel=kernel)
     _sync(device)
     return n * steps / sim.seconds
 
@@ -139,6 +142,8 @@ def main():
     ok_few = few / rates["a"] >= 0.5
     print("goal (a), (b) ratio >= 0.8:", "met" if ok else "NOT met", "| goal (c) / (a) >= 0.5:",
           "met" if ok_few else "NOT met")
+    fused = best(lambda: engine(well, Gaussian(SIGMA), 10**6, 1024, dtype, dev, kernel="fused"))
+    print(f"{'(e) (a) by the fused kernel':36s} {fused:22.4g} {'(vs (a))':>24s} {fused / rates['a']:7.2f}")
     for name, land, kernel in (("compiled, double well 1-D", well, "auto"),
                                ("torch, quadratic 2-D", Quadratic(np.array([[2.0, 0.3], [0.3, 1.0]])), "torch")):
         if kernel == "auto" and torch.device(dev).type != "cpu":

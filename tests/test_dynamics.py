@@ -312,7 +312,7 @@ def test_compiled_kernel_and_torch_follow_the_same_paths():
     assert auto.info["kernel"] == "compiled"
     with pytest.raises(ValueError, match="kernel='compiled' needs"):
         simulate(Quadratic([[1.0]]), Gaussian(1.0), 0.1, 10, 4, init=[0.0], kernel="compiled")
-    with pytest.raises(ValueError, match="kernel must be"):
+    with pytest.raises(ValueError, match="kernel must be .auto., .compiled., .fused. or .torch."):
         simulate(Quadratic([[1.0]]), Gaussian(1.0), 0.1, 10, 4, init=[0.0], kernel="numba")
 
 
@@ -404,3 +404,58 @@ def test_compiled_tanh_is_accurate_to_1e_13():
 
     u = np.concatenate([np.linspace(-40, 40, 400_001), np.geomspace(1e-14, 2, 2001), -np.geomspace(1e-14, 2, 2001)])
     assert np.abs(each(u) - np.tanh(u)).max() < 1e-13
+
+
+PHILOX_KAT = [  # Random123's known-answer vectors for Philox4x32-10: counter, key, output
+    ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+    ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
+     (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
+]
+
+
+def test_fused_kernel_counter_normals_are_philox_and_standard_normal():
+    from scipy import stats
+
+    from memdyn._fused import normals, philox4x32
+
+    for ctr, key, out in PHILOX_KAT:
+        got = philox4x32(*(torch.tensor(v) for v in ctr + key))
+        assert [int(w) for w in got] == list(out)
+    n, steps = 20000, 50
+    chain = torch.arange(n)
+    key = (torch.tensor(12345), torch.tensor(678))
+    for dtype in (torch.float64, torch.float32):
+        Z = torch.stack([normals(torch.tensor(k), chain, chain >> 32, *key, dtype) for k in range(steps)]).double().numpy()
+        z, N = Z.ravel(), Z.size
+        assert abs(z.mean()) < Z_TOL / math.sqrt(N) and abs(z.var() - 1) < Z_TOL * math.sqrt(2 / N)
+        assert abs(stats.skew(z)) < Z_TOL * math.sqrt(6 / N) and abs(stats.kurtosis(z)) < Z_TOL * math.sqrt(24 / N)
+        for a, b in ((Z[:-1], Z[1:]), (Z[:, :-1], Z[:, 1:])):  # neighbouring steps, neighbouring chains
+            assert abs(np.corrcoef(a.ravel(), b.ravel())[0, 1]) < Z_TOL / math.sqrt(a.size)
+
+
+def test_fused_kernel_follows_the_law_of_the_compiled_one_and_its_own_streams():
+    land = DoubleWell(-1.0, 0.2, 1.0)
+    occ = lambda: [Occupation(intervals([-np.inf, 0.2, np.inf]), 2, start=2000, every=5)]  # noqa: E731
+    runs = {}
+    for kernel in ("fused", "compiled"):
+        sim = simulate(land, Gaussian(3.0), 0.02, 6000, 12000, init=[-1.0], seed=3, kernel=kernel, observers=occ())
+        assert sim.info["kernel"] == kernel
+        f = sim["occupation"].fractions[:, 1]
+        runs[kernel] = (f.mean(), f.std(ddof=1) / math.sqrt(f.size))
+    (a, sa), (b, sb) = runs["fused"], runs["compiled"]
+    assert abs(a - b) < Z_TOL * math.hypot(sa, sb)
+    # its noise is a function of (seed, chain, iterate): chunks, groups and first_chain do not change a path
+    groups = [Group(1500, 0.05, 120, [0.3]), Group(900, 0.08, 57, [-0.3], observers=[Trace(every=7)])]
+    sims = simulate_groups(land, Gaussian(1.5), groups, seed=9, kernel="fused", chunk_size=1024)
+    alone = simulate(land, Gaussian(1.5), 0.08, 57, 900, init=[-0.3], seed=9, kernel="fused", first_chain=1500,
+                     observers=[Trace(every=7)])
+    np.testing.assert_array_equal(sims[1].final, alone.final)
+    np.testing.assert_array_equal(sims[1]["trace"].values, alone["trace"].values)
+    init = np.zeros((1500, 1))
+    init[1111] = 30.0
+    with pytest.raises(DivergenceError) as err:
+        simulate(land, Gaussian(0.0), 0.1, 300, 1500, init=init, kernel="fused")
+    assert err.value.chain == 1111
+    with pytest.raises(ValueError, match="kernel='fused' needs a 1-D polynomial landscape"):
+        simulate(Quadratic([[1.0]]), Gaussian(1.0), 0.1, 10, 4, init=[0.0], kernel="fused")

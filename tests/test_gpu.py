@@ -26,6 +26,15 @@ def test_engine_on_gpu_agrees_with_cpu_in_law():
     assert abs(a - b) < 4 * math.hypot(sa, sb)
 
 
+def test_fused_kernel_on_gpu_follows_the_cpu_streams():
+    well = DoubleWell(-1.0, 0.2, 1.0)
+    kw = dict(init=[0.0], seed=2, kernel="fused", dtype=torch.float64)
+    cpu = simulate(well, Gaussian(1.5), 0.05, 200, 5000, device="cpu", **kw)
+    gpu = simulate(well, Gaussian(1.5), 0.05, 200, 5000, device="cuda", **kw)
+    assert gpu.info["kernel"] == "fused"
+    np.testing.assert_allclose(gpu.final, cpu.final, rtol=0, atol=1e-9)  # same (seed, chain, iterate) normals
+
+
 def test_gpu_chunking_is_bit_identical_and_divergence_is_located():
     well = DoubleWell(-1.0, 0.2, 1.0)
     a = simulate(well, Gaussian(1.0), 0.05, 300, 3000, init=[0.0], seed=1, device="cuda")

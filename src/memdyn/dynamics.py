@@ -12,7 +12,8 @@ Randomness. Chains are grouped in blocks of :data:`BLOCK` consecutive indices; b
 noise for steps [jT, (j+1)T) from its own generator seeded by (seed, b, j). Chain i's noise
 is therefore a function of (seed, i) alone: results do not depend on the number of chains run
 beside it, the chunk size, or the number of workers (they do depend on the device, whose
-generators differ).
+generators differ). The fused kernel computes chain i's normal at iterate k from (seed, i, k) by a
+counter-based generator instead (:mod:`memdyn._fused`): the same on every device, up to rounding.
 """
 
 from __future__ import annotations
@@ -142,18 +143,23 @@ def _per_chain(name: str, value, n: int, positive: bool) -> np.ndarray:
 
 
 def _kernel_spec(landscape, noise, device, kernel: str):
-    """(coef, kind, par) for the compiled 1-D kernel, or None for the torch path."""
-    if kernel not in ("auto", "compiled", "torch"):
-        raise ValueError(f"kernel must be 'auto', 'compiled' or 'torch', got {kernel!r}")
+    """(kind of run, (coef, sigma kind, sigma parameters) or None): "compiled" (numba, CPU), "fused"
+    (torch.compile with in-kernel normals, any device) or "torch"."""
+    if kernel not in ("auto", "compiled", "fused", "torch"):
+        raise ValueError(f"kernel must be 'auto', 'compiled', 'fused' or 'torch', got {kernel!r}")
     coef = getattr(landscape, "kernel_coefficients", lambda: None)()
     sig = noise.kernel_sigma(landscape.dim) if coef is not None else None
-    spec = None if coef is None or sig is None or device.type != "cpu" else (
+    spec = None if coef is None or sig is None else (
         np.ascontiguousarray(coef, dtype=np.float64), int(sig[0]), np.ascontiguousarray(sig[1], dtype=np.float64))
-    if kernel == "compiled" and spec is None:
-        raise ValueError(f"kernel='compiled' needs a 1-D polynomial landscape (DoubleWell, MultiWell) with Gaussian or "
-                         f"ProfileGaussian(TanhStep) noise on the CPU; got {type(landscape).__name__} with "
-                         f"{type(noise).__name__} on {device}")
-    return None if kernel == "torch" else spec
+    need = "1-D polynomial landscape (DoubleWell, MultiWell) with Gaussian or ProfileGaussian(TanhStep) noise"
+    got = f"got {type(landscape).__name__} with {type(noise).__name__} on {device}"
+    if kernel == "compiled" and (spec is None or device.type != "cpu"):
+        raise ValueError(f"kernel='compiled' needs a {need} on the CPU; {got}")
+    if kernel == "fused" and spec is None:
+        raise ValueError(f"kernel='fused' needs a {need}; {got}")
+    if kernel == "auto":
+        kernel = "compiled" if spec is not None and device.type == "cpu" else "torch"
+    return kernel, (None if kernel == "torch" else spec)
 
 
 class _Draws:
@@ -307,13 +313,16 @@ def simulate(
         Show a progress bar (default: only when stderr is a terminal and the run is long).
     noise_scale : float or array_like of shape (n_chains,), optional
         Per-chain factor s_i >= 0 on the noise (default: none, i.e. s_i = 1).
-    kernel : {"auto", "compiled", "torch"}
+    kernel : {"auto", "compiled", "fused", "torch"}
         "compiled" advances a 1-D polynomial landscape (:class:`memdyn.DoubleWell`,
         :class:`memdyn.MultiWell`) with :class:`memdyn.Gaussian` or :class:`memdyn.ProfileGaussian`
         noise a whole tile of steps per call in a numba loop (each step computed in float64, the state
         stored in ``dtype``); "torch" runs one batch of tensor operations per step (any landscape,
-        any noise, CPU or GPU); "auto" picks "compiled" where it applies. The two give the same law,
-        not the same bits.
+        any noise, CPU or GPU); "fused" (the same landscapes and noises, CPU or GPU) runs a few steps
+        per ``torch.compile``'d call with the normals computed inside it from (seed, chain, iterate)
+        by Philox4x32-10 (:mod:`memdyn._fused`; no noise in memory: the GPU path; the first call
+        compiles, 10-30 s); "auto" picks "compiled" where it applies, else "torch". They give the
+        same law, not the same bits.
     first_chain : int
         Global index of this run's chain 0 (>= 0): chain i draws the streams of chain
         ``first_chain + i``, so runs over disjoint index ranges are independent and a range split
@@ -396,7 +405,7 @@ def _run_groups(landscape, noise, groups, schedule, seed, first_chain, dtype, de
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
     device = _resolve_device(device)
-    spec = _kernel_spec(landscape, noise, device, kernel)
+    kind, spec = _kernel_spec(landscape, noise, device, kernel)
     dim = landscape.dim
     G = len(groups)
     sizes, H, a_parts, s_parts, inits = [], [], [], [], []
@@ -454,7 +463,7 @@ def _run_groups(landscape, noise, groups, schedule, seed, first_chain, dtype, de
     states: list[dict[str, list]] = [{o.name: [] for o in grp.observers} for grp in groups]
     finals: list[list] = [[] for _ in groups]
     t0 = time.perf_counter()
-    with _draw_core(device, -(-H[0] // T)):
+    with _draw_core(device, 0 if kind == "fused" else -(-H[0] // T)):
         for cb0 in range(B0, B1, per_chunk):
             cb1 = min(B1, cb0 + per_chunk)
             base, N = cb0 * BLOCK, (cb1 - cb0) * BLOCK  # global chain of row 0; rows (padded to whole blocks)
@@ -495,15 +504,20 @@ def _run_groups(landscape, noise, groups, schedule, seed, first_chain, dtype, de
             def blocks_needed(tile: int) -> int:
                 return -(-(min(active_end(tile * T), base + r_hi) - base) // BLOCK)
 
-            draws = _Draws(noise, seed, cb0, cb1, T, width, raw_dtype, device, tiles, blocks_needed)
-            run = _Compiled(spec, theta, a_loc, s_loc, traj, bound) if spec is not None else \
-                _Torch(landscape, noise, theta, a_loc, s_loc, traj, bound, check_every, dtype)
+            draws = None if kind == "fused" else _Draws(noise, seed, cb0, cb1, T, width, raw_dtype, device, tiles,
+                                                        blocks_needed)
+            if kind == "fused":
+                run = _Fused(spec, theta, a_loc, s_loc, traj, bound, seed, base)
+            elif kind == "compiled":
+                run = _Compiled(spec, theta, a_loc, s_loc, traj, bound)
+            else:
+                run = _Torch(landscape, noise, theta, a_loc, s_loc, traj, bound, check_every, dtype)
             try:
                 for tile in range(tiles):
                     k = tile * T
                     L = min(T, horizon - k)
                     steps = np.ones(L) if schedule is None else np.array([_scheduled(schedule, k + t) for t in range(L)])
-                    raw = draws.get(tile)
+                    raw = None if draws is None else draws.get(tile)
                     cuts = sorted({k, k + L} | {h for h in H if k < h < k + L})
                     for u, v in zip(cuts[:-1], cuts[1:]):  # the running prefix is fixed between horizons
                         stop = min(active_end(u), base + r_hi) - base
@@ -517,7 +531,8 @@ def _run_groups(landscape, noise, groups, schedule, seed, first_chain, dtype, de
                             for o, s in zip(groups[g].observers, row):
                                 o.update_block(s, k, block)
             finally:
-                draws.close()
+                if draws is not None:
+                    draws.close()
             for (g, p0, p1), row in zip(parts, obs_states):
                 for o, s in zip(groups[g].observers, row):
                     states[g][o.name].append(s)
@@ -531,8 +546,7 @@ def _run_groups(landscape, noise, groups, schedule, seed, first_chain, dtype, de
         step = float(a[0]) if np.ndim(grp.step) == 0 else a.copy()
         out.append(Simulation(np.concatenate(finals[g]), observed, step, H[g], sizes[g], int(seed), seconds,
                               {"tile": T, "block": BLOCK, "device": str(device), "dtype": str(dtype),
-                               "schedule": schedule is not None, "kernel": "torch" if spec is None else "compiled",
-                               "first_chain": int(offs[g]), "groups": G}))
+                               "schedule": schedule is not None, "kernel": kind, "first_chain": int(offs[g]), "groups": G}))
     return out
 
 
@@ -590,6 +604,82 @@ class _Compiled:
             if bad.any():
                 i = int(np.argmax(bad))
                 return k + t + 1, start + i, float(size[i])
+
+
+class _Fused:
+    """Steps of the running rows [start, stop) of a chunk by the fused kernel (:mod:`memdyn._fused`):
+    :data:`memdyn._fused.UNIT` steps per compiled call, the normals computed in the kernel from
+    (seed, chain, iterate); a divergence is located by replaying the stretch one step at a time."""
+
+    def __init__(self, spec, theta, a_loc, s_loc, traj, bound, seed: int, base: int):
+        from ._fused import UNIT
+
+        self.spec, self.bound, self.base = spec, float(bound), int(base)
+        self.theta = theta.view(-1)  # dim 1
+        dev, dt = theta.device, theta.dtype
+        self.unit = UNIT.get(dev.type, max(UNIT.values()))
+
+        def per_chain(v):  # a 0-d tensor when every chain has the same value (nothing to read per chain)
+            v = np.ones_like(a_loc) if v is None else v
+            return torch.tensor(float(v[0]), dtype=dt, device=dev) if np.ptp(v) == 0 else \
+                torch.as_tensor(v, dtype=dt, device=dev)
+
+        self.a, self.s = per_chain(a_loc), per_chain(s_loc)
+        key = _splitmix(int(seed) & _MASK64)
+        self.key = (torch.tensor(key & 0xFFFFFFFF, device=dev), torch.tensor(key >> 32, device=dev))
+        self.traj = traj.view(traj.shape[0], traj.shape[1])  # dim 1
+        self.int = lambda v: torch.tensor(int(v), dtype=torch.int64, device=dev)
+
+    def _rows(self, v, start, stop):
+        return v if v.ndim == 0 else v[start:stop]
+
+    def _stretch(self, x, k, steps, start, stop, unit, keep, compiled, t0):
+        fn = _fused_function(self.spec, unit, keep, self.a.ndim == 0, self.s.ndim == 0, compiled)
+        a, s = self._rows(self.a, start, stop), self._rows(self.s, start, stop)
+        pad = torch.ones(unit, dtype=x.dtype, device=x.device)
+        for u in range(0, steps.size, unit):
+            count = min(unit, steps.size - u)
+            pad[:count] = torch.as_tensor(steps[u : u + count], dtype=x.dtype)
+            new, hist = fn(x, a, s, self.int(self.base + start), self.int(k + u), self.int(count), pad, *self.key)
+            x.copy_(new)
+            if keep:
+                self.traj[t0 + u : t0 + u + count, start:stop] = hist[:count]
+            if not compiled and not bool(x.abs().amax() <= self.bound):
+                return u + 1
+        return None
+
+    def advance(self, raw, t0, steps, k, start, stop):
+        """Steps k .. k + len(steps) - 1 of rows [start, stop) (``raw`` unused: the normals are
+        computed in the kernel): None, or (step, row, |theta|) of the first row beyond the bound."""
+        if stop <= start or steps.size == 0:
+            return None
+        x = self.theta[start:stop]
+        snapshot = x.clone()
+        self._stretch(x, k, steps, start, stop, self.unit, self.traj.shape[0] > 0, True, t0)
+        if bool(x.abs().amax() <= self.bound):
+            return None
+        replay = snapshot.clone()
+        t = self._stretch(replay, k, steps, start, stop, 1, False, False, t0)
+        t = steps.size if t is None else t
+        size = replay.abs()
+        i = int(torch.argmax((~(size <= self.bound)).to(torch.uint8)))
+        return k + t, start + i, float(size[i])
+
+
+_FUSED_CACHE: dict = {}
+
+
+def _fused_function(spec, unit: int, keep: bool, a_scalar: bool, s_scalar: bool, compiled: bool):
+    """The fused unit for a landscape spec, compiled once per process and shape family (0-d or
+    per-chain steps and noise factors) with dynamic shapes; eager when ``compiled`` is False."""
+    from ._fused import fused_unit
+
+    coef, kind, par = spec
+    key = (tuple(coef), kind, tuple(par), unit, keep, a_scalar, s_scalar, compiled)
+    if key not in _FUSED_CACHE:
+        fn = fused_unit(coef, kind, par, unit, keep)
+        _FUSED_CACHE[key] = torch.compile(fn, dynamic=True) if compiled else fn
+    return _FUSED_CACHE[key]
 
 
 class _Torch:
