@@ -95,3 +95,19 @@ def test_bad_input_names_the_field(kwargs, match):
 
 def test_docstring_example_runs():
     assert doctest.testmod(mod).failed == 0
+
+
+@pytest.mark.parametrize("c", [0.0, 0.35, 1.0])
+def test_compiled_gradient_equals_the_tensor_version(c):
+    rng = np.random.default_rng(4)
+    for n, D in ((6, 2), (40, 5)):
+        F = MemorizingLandscape(rng.standard_normal((n, D)), 0.3, c)
+        theta = torch.tensor(3 * rng.standard_normal((500, D)))  # far points too: log-sum-exp, no underflow
+        per_chain = torch.tensor(rng.uniform(0, 1, 500))
+        for cc in (None, per_chain):
+            compiled = F._grad(theta, cc)  # CPU, no autograd: the numba loop
+            with torch.enable_grad():  # a tensor that needs gradients takes the differentiable tensor version
+                tensor = F._grad(theta.clone().requires_grad_(True), cc).detach()
+            np.testing.assert_allclose(compiled.numpy(), tensor.numpy(), rtol=1e-12, atol=1e-12 * tensor.abs().max().item())
+        g32 = F.grad(theta.float())
+        assert g32.dtype == torch.float32 and torch.allclose(g32.double(), F.grad(theta), rtol=1e-5, atol=1e-5)

@@ -14,7 +14,10 @@ mixing energies linearly, (1 - c) U_gen + c U_mem, would drag the memorizing min
 where the nearest-neighbour rule d1/d2 < 1/3 no longer fires. Its gradient is a responsibility-
 weighted pull, grad F0 = r_0 C^-1 (x - m) + sum_i r_i (x - s_i) / h^2, with r the posterior
 weights of the components at x (softmax of their log-weights), computed by log-sum-exp so that
-points far from every component (where p_c underflows) keep finite values and gradients.
+points far from every component (where p_c underflows) keep finite values and gradients. On the
+CPU, when no autograd graph is being built, the gradient runs in a compiled loop
+(:mod:`memdyn.memorization._grad_kernel`, float64, equal to the tensor version to 1e-12); the
+tensor version stays differentiable (the theory differentiates the gradient) and serves GPUs.
 """
 
 from __future__ import annotations
@@ -133,6 +136,9 @@ class MemorizingLandscape(Landscape):
         return out
 
     def _grad(self, theta: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        if theta.device.type == "cpu" and not (torch.is_grad_enabled() and (theta.requires_grad or (
+                c is not None and c.requires_grad))):  # the compiled loop (the tensor version stays differentiable)
+            return self._grad_compiled(theta, c)
         out = torch.empty_like(theta)
         for k, x in self._blocks(theta):
             l0, li = self._log_parts(x, None if c is None else c[k:k + x.shape[0]])
@@ -142,6 +148,18 @@ class MemorizingLandscape(Landscape):
             g += ((1.0 - r0) * x - ri @ self._param("train", x)) / self.h**2
             out[k:k + x.shape[0]] = g
         return out
+
+    def _grad_compiled(self, theta: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+        """:meth:`_grad` by :func:`memdyn.memorization._grad_kernel.memorizing_grad` (float64
+        arithmetic; the result in theta's dtype)."""
+        from ._grad_kernel import memorizing_grad
+
+        x = theta.detach().to(torch.float64).contiguous().numpy()
+        cc = np.empty(0) if c is None else c.detach().to(torch.float64).contiguous().numpy()
+        out = np.empty_like(x)
+        memorizing_grad(x, self.train, self.mean, self.cov_inv, self.h**2, self.log_w0, self.log_wi, cc,
+                        self.log_norm0, self.log_normi, out)
+        return torch.from_numpy(out).to(theta.dtype)
 
     def at(self, c: float) -> "MemorizingLandscape":
         """The same model at another memorization weight c (same data, bandwidth, mean, cov)."""
