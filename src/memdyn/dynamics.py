@@ -546,7 +546,8 @@ def _run_groups(landscape, noise, groups, schedule, seed, first_chain, dtype, de
         step = float(a[0]) if np.ndim(grp.step) == 0 else a.copy()
         out.append(Simulation(np.concatenate(finals[g]), observed, step, H[g], sizes[g], int(seed), seconds,
                               {"tile": T, "block": BLOCK, "device": str(device), "dtype": str(dtype),
-                               "schedule": schedule is not None, "kernel": kind, "first_chain": int(offs[g]), "groups": G}))
+                               "schedule": schedule is not None, "kernel": kind, "first_chain": int(offs[g]),
+                               "groups": G}))
     return out
 
 
@@ -628,21 +629,29 @@ class _Fused:
         key = _splitmix(int(seed) & _MASK64)
         self.key = (torch.tensor(key & 0xFFFFFFFF, device=dev), torch.tensor(key >> 32, device=dev))
         self.traj = traj.view(traj.shape[0], traj.shape[1])  # dim 1
-        self.int = lambda v: torch.tensor(int(v), dtype=torch.int64, device=dev)
 
     def _rows(self, v, start, stop):
         return v if v.ndim == 0 else v[start:stop]
 
     def _stretch(self, x, k, steps, start, stop, unit, keep, compiled, t0):
+        """Run ``steps`` on x (rows [start, stop)) unit by unit; eager (``compiled`` False) it stops
+        after the first step that leaves the bound and returns the number of steps taken."""
         fn = _fused_function(self.spec, unit, keep, self.a.ndim == 0, self.s.ndim == 0, compiled)
         a, s = self._rows(self.a, start, stop), self._rows(self.s, start, stop)
-        pad = torch.ones(unit, dtype=x.dtype, device=x.device)
-        for u in range(0, steps.size, unit):
-            count = min(unit, steps.size - u)
-            pad[:count] = torch.as_tensor(steps[u : u + count], dtype=x.dtype)
-            new, hist = fn(x, a, s, self.int(self.base + start), self.int(k + u), self.int(count), pad, *self.key)
+        dev, units = x.device, -(-steps.size // unit)
+        # the stretch's scalars and step multipliers go to the device once, not once per unit
+        mult = torch.ones(units * unit, dtype=x.dtype)
+        mult[: steps.size] = torch.as_tensor(steps, dtype=x.dtype)
+        mult = mult.to(dev)
+        first = torch.tensor(self.base + start, dtype=torch.int64, device=dev)
+        ks = k + unit * torch.arange(units, dtype=torch.int64, device=dev)
+        counts = torch.tensor([min(unit, steps.size - u) for u in range(0, steps.size, unit)], dtype=torch.int64,
+                              device=dev)
+        for j, u in enumerate(range(0, steps.size, unit)):
+            new, hist = fn(x, a, s, first, ks[j], counts[j], mult[u : u + unit], *self.key)
             x.copy_(new)
             if keep:
+                count = min(unit, steps.size - u)
                 self.traj[t0 + u : t0 + u + count, start:stop] = hist[:count]
             if not compiled and not bool(x.abs().amax() <= self.bound):
                 return u + 1

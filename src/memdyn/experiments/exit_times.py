@@ -154,8 +154,10 @@ class ExitTimes(Experiment):
         settings = ((1, well, Gaussian(cfg.sigma), steps, V, x0, target, sign),
                     (2, land2, Gaussian(cfg.sigma, scales=scales2), steps2, V2, -1.0, 1.0, 1.0))
         for dim, land, noise, grid, barrier, start, goal, sgn in settings:
-            exact_ab = [(exact(a), 0.0) if dim == 1 else (float(e["value"]), float(e["bias"]))
-                        for a, e in ((a, None if dim == 1 else exact2(a)) for a in grid)]
+            exact_ab = []  # (exact mean exit time, its mesh bias) per step
+            for a in grid:
+                e = {"value": exact(a), "bias": 0.0} if dim == 1 else exact2(a)
+                exact_ab.append((float(e["value"]), float(e["bias"])))
             Hs = [int(math.ceil(cfg.horizon * ex)) for ex, _ in exact_ab]
             order = sorted(range(len(grid)), key=lambda g: -Hs[g])  # longest horizon first
             init = np.zeros(dim)

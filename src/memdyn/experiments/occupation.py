@@ -68,10 +68,10 @@ def well_occupations(land, sigma, noise, steps, saddles, minima, chains: int, mi
     """
     edges = np.concatenate([[-np.inf], np.asarray(saddles, dtype=np.float64), [np.inf]])
     K = edges.size - 1
+    grid = np.linspace(min(minima) - 1, max(minima) + 1, 801)
+    sig = np.broadcast_to(sigma(grid) if callable(sigma) else sigma, grid.shape)
     plans = []
     for a in map(float, steps):
-        grid = np.linspace(min(minima) - 1, max(minima) + 1, 801)
-        sig = np.broadcast_to(sigma(grid) if callable(sigma) else sigma, grid.shape)
         lo, hi = support_1d(land, float(sig.max()), a, minima)
         x, pi, tmix = stationary_1d(land, sigma, a, lo, hi,
                                     n=int(min(20000, max(3000, 12 * (hi - lo) / (a * sig.min())))))
