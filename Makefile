@@ -18,7 +18,7 @@ run: $(VENV)/.installed
 	$(BIN)/memdyn run
 
 test: $(VENV)/.installed
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist worksteal
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/engine.py

@@ -8,9 +8,10 @@ import pytest
 from memdyn.runner import run_suite
 
 
-@pytest.mark.parametrize("name", ["gibbs", "noise-geometry", "three-wells", "exit-times", "quasipotential", "collapse",
-                                  "degeneration", "refit", "memorization", "noise-mitigation", "double-descent",
-                                  "diffusion-episodes", "diffusion-tau-mem", "self-consuming"])
+# longest first, so that parallel workers (pytest -n) do not wait on it at the end
+@pytest.mark.parametrize("name", ["self-consuming", "diffusion-episodes", "memorization", "diffusion-tau-mem",
+                                  "quasipotential", "exit-times", "noise-mitigation", "double-descent", "gibbs",
+                                  "collapse", "degeneration", "noise-geometry", "three-wells", "refit"])
 def test_quick_experiment_claims_hold(tmp_path, name):
     summary = run_suite([name], tmp_path / "run", quick=True, seed=1)
     assert not summary.errors
