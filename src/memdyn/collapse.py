@@ -185,17 +185,10 @@ def initial_counts(w: np.ndarray, N: int) -> np.ndarray:
 
 
 def _record(out, lo, hi, g, counts, N, mu0) -> None:
-    """Observables of generation g from counts (R, n), touching only the non-zero entries."""
-    R = counts.shape[0]
-    r, i = np.nonzero(counts)
-    mu = counts[r, i] / N
-    out["homozygosity"][lo:hi, g] = np.bincount(r, mu * mu, minlength=R)
-    out["support"][lo:hi, g] = np.bincount(r, minlength=R)
-    out["entropy"][lo:hi, g] = -np.bincount(r, mu * np.log(mu), minlength=R)
-    # TV = 1/2 (sum over present atoms |mu - mu0| + mass of mu0 on absent atoms)
-    present_gap = np.bincount(r, np.abs(mu - mu0[i]), minlength=R)
-    present_mass = np.bincount(r, mu0[i], minlength=R)  # mu0 here is restricted to the columns
-    out["distance"][lo:hi, g] = 0.5 * (present_gap + 1.0 - present_mass)
+    """Observables of generation g from counts (R, n) (:func:`memdyn._collapse_kernel.record`)."""
+    from ._collapse_kernel import record
+
+    record(counts, N, mu0, *(out[k][lo:hi, g] for k in ("homozygosity", "support", "entropy", "distance")))
 
 
 @dataclass
