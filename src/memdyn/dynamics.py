@@ -645,13 +645,12 @@ class _Fused:
         mult = mult.to(dev)
         first = torch.tensor(self.base + start, dtype=torch.int64, device=dev)
         ks = k + unit * torch.arange(units, dtype=torch.int64, device=dev)
-        counts = torch.tensor([min(unit, steps.size - u) for u in range(0, steps.size, unit)], dtype=torch.int64,
-                              device=dev)
-        for j, u in enumerate(range(0, steps.size, unit)):
+        sizes = [min(unit, steps.size - u) for u in range(0, steps.size, unit)]
+        counts = torch.tensor(sizes, dtype=torch.int64, device=dev)
+        for j, (u, count) in enumerate(zip(range(0, steps.size, unit), sizes)):
             new, hist = fn(x, a, s, first, ks[j], counts[j], mult[u : u + unit], *self.key)
             x.copy_(new)
             if keep:
-                count = min(unit, steps.size - u)
                 self.traj[t0 + u : t0 + u + count, start:stop] = hist[:count]
             if not compiled and not bool(x.abs().amax() <= self.bound):
                 return u + 1
@@ -667,10 +666,9 @@ class _Fused:
         self._stretch(x, k, steps, start, stop, self.unit, self.traj.shape[0] > 0, True, t0)
         if bool(x.abs().amax() <= self.bound):
             return None
-        replay = snapshot.clone()
-        t = self._stretch(replay, k, steps, start, stop, 1, False, False, t0)
+        t = self._stretch(snapshot, k, steps, start, stop, 1, False, False, t0)  # replayed in place
         t = steps.size if t is None else t
-        size = replay.abs()
+        size = snapshot.abs()
         i = int(torch.argmax((~(size <= self.bound)).to(torch.uint8)))
         return k + t, start + i, float(size[i])
 
