@@ -232,8 +232,7 @@ def test_groups_with_their_own_horizons_equal_each_group_alone(case):
         sims = simulate_groups(land, noise, groups, seed=3, kernel=kernel, first_chain=first)
         offset = first
         for (n, a, h, s, init), sim in zip(spec, sims):
-            # a factor 1 rounds like the other groups' factors on the torch path ((sigma z) s, not sigma z)
-            alone = simulate(land, noise, a, h, n, init=init, seed=3, noise_scale=1.0 if s is None else s,
+            alone = simulate(land, noise, a, h, n, init=init, seed=3, noise_scale=s,
                              observers=obs(), kernel=kernel, first_chain=offset)
             assert sim.info["first_chain"] == offset and (sim.n_steps, sim.n_chains, sim.step) == (h, n, a)
             np.testing.assert_array_equal(sim.final, alone.final)
@@ -278,22 +277,6 @@ def test_groups_draw_only_for_running_chains_and_report_bad_input():
             simulate_groups(land, Gaussian(0.0), [Group(1000, 0.01, 400, [0.0]), Group(1500, 0.1, 300, init)],
                             kernel=kernel)
         assert err.value.chain == 1111
-
-
-def test_noise_scale_grid_equals_scaled_noise_alone():
-    land, n = DoubleWell(-1, 0.2, 1), 500
-    s = np.repeat([0.5, 2.0], n)
-    for kernel in ("compiled", "torch"):
-        grid = simulate(land, Gaussian(1.2), 0.05, 200, 2 * n, init=[0.2], seed=4, noise_scale=s, kernel=kernel)
-        for g, scale in enumerate((0.5, 2.0)):
-            alone = simulate(land, Gaussian(1.2 * scale), 0.05, 200, 2 * n, init=[0.2], seed=4, kernel=kernel)
-            sl = slice(g * n, (g + 1) * n)
-            if kernel == "compiled":  # (sigma s) z in both: the same bits
-                np.testing.assert_array_equal(grid.final[sl], alone.final[sl])
-            else:  # (sigma z) s against (sigma s) z: rounding only
-                np.testing.assert_allclose(grid.final[sl], alone.final[sl], rtol=0, atol=1e-12)
-    zero = simulate(land, Gaussian(1.0), 0.05, 100, 3, init=[0.2], noise_scale=0.0)  # s = 0: the noiseless flow
-    assert np.ptp(zero.final) == 0
 
 
 def test_compiled_kernel_and_torch_follow_the_same_paths():

@@ -45,7 +45,7 @@ def test_generated_data_mean_gradient_mixes_fresh_and_own():
     raw = torch.empty((1, 20000, 3), dtype=torch.float64)
     noise.draw(torch.Generator().manual_seed(0), raw)
     g = grad.clone()
-    noise.add_to(g, raw[0], theta)
+    noise.sample_gradient(g, raw[0], theta, torch.ones((20000, 1), dtype=torch.float64))
     own = (theta[0] - torch.as_tensor(S[0])) / 0.01
     expect = 0.3 * grad[0] + 0.7 * own
     se = g.std(0) / math.sqrt(20000)

@@ -32,7 +32,7 @@ from scipy.integrate import solve_ivp
 from scipy.optimize import minimize
 
 from .landscapes import Landscape
-from .noise import Noise
+from .noise import Noise, kernel_form
 from .observers import Observer
 
 __all__ = [
@@ -148,7 +148,7 @@ def _kernel_spec(landscape, noise, device, kernel: str):
     if kernel not in ("auto", "compiled", "fused", "torch"):
         raise ValueError(f"kernel must be 'auto', 'compiled', 'fused' or 'torch', got {kernel!r}")
     coef = getattr(landscape, "kernel_coefficients", lambda: None)()
-    sig = noise.kernel_sigma(landscape.dim) if coef is not None else None
+    sig = kernel_form(noise, landscape.dim) if coef is not None else None
     spec = None if coef is None or sig is None else (
         np.ascontiguousarray(coef, dtype=np.float64), int(sig[0]), np.ascontiguousarray(sig[1], dtype=np.float64))
     need = "1-D polynomial landscape (DoubleWell, MultiWell) with Gaussian or ProfileGaussian(TanhStep) noise"
@@ -275,7 +275,8 @@ def simulate(
     """Run constant-step SGD on ``n_chains`` independent chains for ``n_steps`` iterations.
 
     Chain i iterates theta <- theta - a_i (grad F(theta) + s_i xi), with its own step a_i and noise
-    factor s_i, so a whole grid of step sizes or noise levels runs as one vectorised simulation
+    factor s_i (for a noise model that changes the drift, the sample its
+    :meth:`~memdyn.noise.Noise.sample_gradient` gives at factor s_i), so a whole grid of step sizes or noise levels runs as one vectorised simulation
     (repeat each grid value over a group of chains). Chain i's noise is a function of (seed, i)
     alone, so its path is a function of (seed, i, a_i, s_i): a grid run equals running each value
     alone over the same chain indices, bit for bit. Grid values that need different horizons run
@@ -312,7 +313,11 @@ def simulate(
     progress : bool, optional
         Show a progress bar (default: only when stderr is a terminal and the run is long).
     noise_scale : float or array_like of shape (n_chains,), optional
-        Per-chain factor s_i >= 0 on the noise (default: none, i.e. s_i = 1).
+        Per-chain factor s_i >= 0 on the noise (default 1: the noise model itself, the same paths
+        as a factor of 1). What it scales is the noise model's to say
+        (:meth:`memdyn.noise.Noise.sample_gradient`): the zero-mean noise xi of every model in
+        :mod:`memdyn.noise`; only the fresh-data noise of
+        :class:`memdyn.memorization.GeneratedData`, not its own-output pull.
     kernel : {"auto", "compiled", "fused", "torch"}
         "compiled" advances a 1-D polynomial landscape (:class:`memdyn.DoubleWell`,
         :class:`memdyn.MultiWell`) with :class:`memdyn.Gaussian` or :class:`memdyn.ProfileGaussian`
@@ -701,23 +706,16 @@ class _Torch:
         self.neg = -self.a_loc
         self.scale = None if s_loc is None else torch.as_tensor(s_loc, dtype=dtype, device=dev)[:, None]
         self.grad = torch.empty_like(theta)
-        self.xi = None if s_loc is None else torch.empty_like(theta)
         self.snapshot = torch.empty_like(theta)
         self.bound, self.check_every = bound, check_every
 
     def step(self, theta, raw_t, a_k, start, stop):
-        """theta[start:stop] <- theta - a_k a_i (grad F + s_i xi), in place."""
+        """theta[start:stop] <- theta - a_k a_i g, in place, g the noise model's gradient sample at
+        noise factor s_i (:meth:`memdyn.noise.Noise.sample_gradient`)."""
         x, grad = theta[start:stop], self.grad[start:stop]
         neg = self.neg[start:stop] if a_k == 1.0 else self.a_loc[start:stop] * -a_k
-        raw_t = raw_t[start:stop]
         self.landscape.grad_into(x, grad)
-        if self.scale is None:
-            self.noise.add_to(grad, raw_t, x)
-        else:
-            xi = self.xi[start:stop]
-            xi.zero_()
-            self.noise.add_to(xi, raw_t, x)
-            grad.addcmul_(xi, self.scale[start:stop])
+        self.noise.sample_gradient(grad, raw_t[start:stop], x, None if self.scale is None else self.scale[start:stop])
         x.addcmul_(grad, neg)
 
     def advance(self, raw, t0, steps, k0, start, stop):

@@ -5,9 +5,22 @@ per-block generator (which makes every chain's stream independent of chunking):
 
 * :meth:`Noise.draw` fills a preallocated tensor of raw randomness of shape ``(T, B, k)`` for
   T steps of B chains, in place (``k = width(dim)``, dtype ``raw_dtype``);
-* :meth:`Noise.apply` turns one step's raw draws ``(n, k)`` into xi of shape ``(n, dim)``, given
-  the current state and the exact gradient; :meth:`Noise.add_to` adds it to the gradient in
-  place (the engine's hot path; subclasses override it to avoid temporaries).
+* :meth:`Noise.sample_gradient` turns one step's raw draws ``(n, k)`` and the exact gradient
+  grad F(theta) into the gradient sample g that the step uses, theta <- theta - a g, in place.
+
+The second is the whole contract between a noise model and the engine: everything a noise model
+does to a step happens there, including a change of the drift (a model trained partly on its own
+outputs, :class:`memdyn.memorization.GeneratedData`, replaces some samples by a pull that is not
+grad F plus noise), and every engine path calls it the same way, with the chains' noise factors.
+
+Noise factor. The engine runs chain i with a factor s_i >= 0 on its noise (``noise_scale``, default
+1): for a model whose samples are the exact gradient plus zero-mean noise xi (every model in this
+module), g = grad F + s_i xi, so s_i = 1 is the model itself and s_i = 0 plain gradient descent. A
+model that changes the drift says which part s_i scales; it must leave the model unchanged at
+s_i = 1 (a property test runs every subclass through every kernel with s_i = 1 and with no factor).
+The compiled and fused kernels do not call :meth:`Noise.sample_gradient`: they compute
+g = grad F + s_i sigma(theta) z themselves, and only for models whose :meth:`Noise.kernel_sigma`
+says their sample is exactly that.
 """
 
 from __future__ import annotations
@@ -22,7 +35,12 @@ __all__ = ["Noise", "Gaussian", "StateDependentGaussian", "ProfileGaussian", "St
 
 
 class Noise:
-    """Base class of gradient-noise models."""
+    """Base class of gradient-noise models.
+
+    A subclass implements :meth:`apply` (xi = g - grad F of one step, at noise factor 1) and may
+    override :meth:`draw`, :meth:`width` and, to avoid temporaries or to scale only part of a
+    drift-changing sample, :meth:`sample_gradient`.
+    """
 
     #: dtype of the raw draws (None: the simulation dtype)
     raw_dtype = None
@@ -36,20 +54,67 @@ class Noise:
         out.normal_(generator=gen)
 
     def apply(self, raw: torch.Tensor, theta: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """xi = g - grad F (n, dim) of one step at noise factor 1, from its raw draws ``raw`` (n, width),
+        the states ``theta`` (n, dim) and their exact gradient ``grad`` (n, dim), which it leaves
+        unchanged."""
         raise NotImplementedError
 
-    def add_to(self, grad: torch.Tensor, raw: torch.Tensor, theta: torch.Tensor) -> None:
-        """grad += xi, in place."""
-        grad.add_(self.apply(raw, theta, grad))
+    def sample_gradient(self, grad: torch.Tensor, raw: torch.Tensor, theta: torch.Tensor,
+                        scale: torch.Tensor | None = None) -> None:
+        """Turn ``grad`` into this step's gradient sample, in place.
+
+        Parameters
+        ----------
+        grad : Tensor (n, dim)
+            On entry the exact gradient grad F(theta) of each chain; on return the sample g that
+            the step theta <- theta - a g uses.
+        raw : Tensor (n, width)
+            The step's raw draws (one row of :meth:`draw`'s output).
+        theta : Tensor (n, dim)
+            The chains' states (read only).
+        scale : Tensor (n, 1), optional
+            Each chain's noise factor s. None is a factor of 1 for every chain and must give the
+            same result, bit for bit (it lets a model skip a multiplication). Here
+            g = grad F + s xi with xi from :meth:`apply`; a model that changes the drift overrides
+            this and states which part s scales.
+        """
+        xi = self.apply(raw, theta, grad)
+        if scale is None:
+            grad.add_(xi)
+        else:
+            grad.addcmul_(xi, scale)
 
     def covariance(self, theta: np.ndarray) -> np.ndarray:
         """Noise covariance C(theta) at one point (float64), where known."""
         raise NotImplementedError(f"{type(self).__name__} has no closed-form covariance")
 
     def kernel_sigma(self, dim: int):
-        """(kind, parameters) of this noise's scale for the compiled 1-D engine
-        (:mod:`memdyn._step_kernel`: kind 0 constant, 1 tanh step), or None where it has none."""
+        """(kind, parameters) of this noise's scale sigma(theta) for the compiled and fused 1-D kernels
+        (:mod:`memdyn._step_kernel`: kind 0 constant, 1 tanh step), or None where they cannot run it.
+
+        A model may return a value only if its gradient sample at noise factor s is exactly
+        g = grad F + s sigma(theta) z with z its raw standard normals: the kernels compute that
+        instead of calling :meth:`sample_gradient`."""
         return None
+
+
+def kernel_form(noise: Noise, dim: int):
+    """``noise.kernel_sigma(dim)`` where the compiled and fused kernels may use it, else None.
+
+    The kernels compute g = grad F + s sigma(theta) z themselves, so a subclass that changes how the
+    sample is drawn or formed (:meth:`Noise.draw`, :meth:`Noise.width`, :meth:`Noise.apply` or
+    :meth:`Noise.sample_gradient`) below the class that declared :meth:`Noise.kernel_sigma` runs on
+    the torch path, where its change takes effect, instead of being bypassed."""
+    cls = type(noise)
+    owner = next(c for c in cls.__mro__ if "kernel_sigma" in c.__dict__)
+    if any(getattr(cls, m) is not getattr(owner, m) for m in ("draw", "width", "apply", "sample_gradient")):
+        return None
+    return noise.kernel_sigma(dim)
+
+
+def _constant(value, like: torch.Tensor) -> torch.Tensor:
+    """A number or array as a tensor of ``like``'s dtype and device (a number: 0-d)."""
+    return torch.as_tensor(value, dtype=like.dtype, device=like.device)
 
 
 def _scales(scales) -> np.ndarray | None:
@@ -85,12 +150,9 @@ class Gaussian(Noise):
             xi *= torch.as_tensor(self.scales, dtype=raw.dtype, device=raw.device)
         return xi
 
-    def add_to(self, grad, raw, theta):
-        if self.scales is None:
-            grad.add_(raw, alpha=self.sigma)
-        else:
-            s = torch.as_tensor(self.sigma * self.scales, dtype=raw.dtype, device=raw.device)
-            grad.addcmul_(raw, s)
+    def sample_gradient(self, grad, raw, theta, scale=None):
+        sd = _constant(self.sigma if self.scales is None else self.sigma * self.scales, raw)
+        grad.addcmul_(raw, sd if scale is None else scale * sd)
 
     def covariance(self, theta=None):
         d = self.scales if self.scales is not None else np.ones(np.size(theta) if theta is not None else 1)
@@ -262,8 +324,9 @@ class ProfileGaussian(StateDependentGaussian):
         self.profile, self.coord = profile, int(coord)
         super().__init__(lambda th: profile(th[:, self.coord]))
 
-    def add_to(self, grad, raw, theta):
-        grad.addcmul_(raw, self.profile(theta[:, self.coord : self.coord + 1]))
+    def sample_gradient(self, grad, raw, theta, scale=None):
+        sd = self.profile(theta[:, self.coord : self.coord + 1])
+        grad.addcmul_(raw, sd if scale is None else sd * scale)
 
     def kernel_sigma(self, dim):
         p = self.profile

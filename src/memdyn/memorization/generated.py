@@ -16,6 +16,11 @@ nearest training point and stays there (collapse, as in the alpha = 0 collapse m
 self-generated samples deepen whichever state the chain is in, and fresh data is the persistent
 excitation that lets it leave: episodes lengthen as alpha falls. The mean gradient is not grad F0
 when alpha < 1 (that is the point), so this noise model changes the drift as well as the noise.
+
+A noise factor s (the engine's ``noise_scale``) scales the fresh-data noise only: a fresh sample is
+grad F0(x) + s sigma z and an own-output sample stays (x - s_j) / h^2. So the model with factor s is
+the model with sigma replaced by s sigma, which is what a noise level means here: the own-output
+pull is part of the drift (what the model learns from its own samples), not of the noise around it.
 """
 
 from __future__ import annotations
@@ -82,18 +87,22 @@ class GeneratedData(Noise):
         return (theta - S[j]) / self.h**2
 
     def apply(self, raw, theta, grad):
-        fresh = (raw[:, -1] < self.alpha)[:, None]
         xi = raw[:, :-1] * self.sigma
         if self.alpha < 1:
-            xi = torch.where(fresh, xi, self.own_gradient(theta) - grad)
+            xi = torch.where(self._own(raw), self.own_gradient(theta) - grad, xi)
         return xi
 
-    def add_to(self, grad, raw, theta):
-        if self.alpha >= 1:
-            grad.add_(raw[:, :-1], alpha=self.sigma)
-        else:
-            grad.copy_(torch.where((raw[:, -1] < self.alpha)[:, None], grad + self.sigma * raw[:, :-1],
-                                   self.own_gradient(theta)))
+    def _own(self, raw):
+        """(n, 1) mask of the steps whose gradient sample is the model's own output."""
+        return (raw[:, -1] >= self.alpha)[:, None]
+
+    def sample_gradient(self, grad, raw, theta, scale=None):
+        """g = grad F0 + s sigma z on fresh-data steps, (x - s_j) / h^2 on own-output steps: the noise
+        factor s scales the fresh-data noise, not the own-output pull."""
+        sd = torch.as_tensor(self.sigma, dtype=raw.dtype, device=raw.device)
+        grad.addcmul_(raw[:, :-1], sd if scale is None else scale * sd)
+        if self.alpha < 1:
+            grad.copy_(torch.where(self._own(raw), self.own_gradient(theta), grad))
 
     def covariance(self, theta=None):
         if self.alpha < 1:
