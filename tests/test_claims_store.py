@@ -98,6 +98,31 @@ def test_cross_field_validation():
         gibbs.resolve(False, {"saddle": 0.05})
 
 
+@pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_run_files_honour_the_umask(tmp_path, mask, mode):
+    """Every file of a run gets 0666 less the umask, like any other tool's output, still atomically."""
+    import os
+    import stat
+
+    from matplotlib.figure import Figure
+
+    from memdyn.store import _umask
+
+    old = os.umask(mask)
+    try:
+        assert _umask() == mask
+        st_ = RunStore(tmp_path / "r")
+        st_.write_json("a/b.json", {"x": 1})
+        st_.write_table("t.parquet", pd.DataFrame({"a": [1.0]}))
+        st_.write_figure("f.png", Figure())
+        st_.cell("cells/c.npz", lambda: {"v": np.arange(3.0)})
+    finally:
+        os.umask(old)
+    files = [p for p in (tmp_path / "r").rglob("*") if p.is_file()]
+    assert len(files) == 4 and not [p for p in files if p.name.endswith(".tmp")]
+    assert {oct(stat.S_IMODE(p.stat().st_mode)) for p in files} == {oct(mode)}
+
+
 def test_cells_are_keyed_by_the_code_hash(tmp_path, monkeypatch):
     from memdyn import store as store_mod
     from memdyn.experiments.base import Context
@@ -113,6 +138,47 @@ def test_cells_are_keyed_by_the_code_hash(tmp_path, monkeypatch):
     ctx.cell("k", compute)
     assert len(calls) == 2  # other code: recomputed, never mixed
     assert len(list((tmp_path / "r/exp/cells").glob("k.*.npz"))) == 2
+
+
+def test_cell_key_follows_the_code_of_the_experiments_import_closure(tmp_path):
+    """An edit of the experiment, or of the code of a module it uses, changes its key; a docstring or
+    comment edit in a module it uses, or any edit of a module it does not use, keeps it."""
+    import shutil
+    from pathlib import Path
+
+    import memdyn
+    from memdyn.store import code_hash, import_closure
+
+    root = tmp_path / "memdyn"
+    shutil.copytree(Path(memdyn.__file__).parent, root, ignore=shutil.ignore_patterns("__pycache__"))
+    gibbs = "memdyn.experiments.gibbs"
+    closure = import_closure(gibbs, root)
+    assert {"memdyn.markov", "memdyn.noise", "memdyn.experiments.occupation"} <= set(closure)
+    assert "memdyn.collapse" not in closure and "memdyn.experiments.memorization" not in closure
+
+    def key():
+        code_hash.cache_clear()
+        return code_hash(gibbs, root)
+
+    def edit(rel, old, new):
+        f = root / rel
+        text = f.read_text()
+        assert old in text
+        f.write_text(text.replace(old, new, 1))
+
+    k0 = key()
+    edit("markov.py", '"""', '"""A docstring edit. ')  # module docstring of a module gibbs uses
+    edit("markov.py", "\nimport ", "\n# a comment\nimport ")
+    assert key() == k0
+    edit("collapse.py", "\nimport ", "\nUNRELATED = 1\nimport ")  # code of a module gibbs does not use
+    assert key() == k0
+    edit("markov.py", "\nimport ", "\nCHANGED = 1\nimport ")  # code of a module gibbs uses
+    k1 = key()
+    assert k1 != k0
+    edit("experiments/gibbs.py", '"""', '"""Edited. ')  # any edit of the experiment itself
+    assert key() != k1
+    with pytest.raises(ValueError, match="not a module of memdyn"):
+        import_closure("memdyn.nowhere", root)
 
 
 def test_claim_error_budget():

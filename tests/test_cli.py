@@ -209,3 +209,45 @@ def test_diffusion_train_bad_input_exits_2(tmp_path, args, needle):
     assert out.returncode == 2, out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in out.stderr
+
+
+def test_config_file_template_runs_and_bad_entries_exit_2_naming_the_file(tmp_path):
+    """`memdyn config EXP --toml` writes a file that --config takes unchanged; --set overrides it; the run
+    keeps config.toml, which runs it again as it was; a bad key, value or syntax exits 2 with one line."""
+    tpl = memdyn("config", "gibbs", "--toml", cwd=tmp_path)
+    assert tpl.returncode == 0 and "[gibbs]" in tpl.stdout and "\nsigma = 3.0\n" in tpl.stdout
+    (tmp_path / "g.toml").write_text(tpl.stdout.replace("\nsaddle = 0.2\n", "\nsaddle = 0.17\n"))
+    out = memdyn("run", "gibbs", "--quick", "--config", "g.toml", "--set", "sigma=3.1", "--out", "D", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    used = json.loads((tmp_path / "D/config.json").read_text())["experiments"]["gibbs"]
+    assert used["saddle"] == 0.17 and used["sigma"] == 3.1 and used["chains"] == 2000  # the quick form's chains
+    again = memdyn("run", "gibbs", "--config", "D/config.toml", "--out", "D", cwd=tmp_path)  # same config: reused
+    assert again.returncode == 0 and "finished earlier" in again.stderr
+    text = tpl.stdout
+    bad = {"misspelt.toml": (text.replace("\nsigma = 3.0", "\nsigmaa = 3.0"), "unknown key 'sigmaa' for gibbs"),
+           "range.toml": (text.replace("\nsigma = 3.0", "\nsigma = -1.0"), "invalid value for gibbs.sigma=-1.0: Input "
+                                                                          "should be greater than 0"),
+           "syntax.toml": ("[gibbs]\nsigma = \n", "not valid TOML"),
+           "table.toml": ("[gibs]\nsigma = 2\n", "unknown experiment table [gibs]")}
+    for name, (content, needle) in bad.items():
+        (tmp_path / name).write_text(content)
+        cmds = [["run", "gibbs", "--quick"]] + ([["sweep", "gibbs", "--seeds", "0"], ["calibrate", "gibbs"]]
+                                               if name == "range.toml" else [])
+        for cmd in cmds:
+            r = memdyn(*cmd, "--config", name, "--out", "E", cwd=tmp_path)
+            assert r.returncode == 2 and r.stderr.count("\n") == 1, (cmd, r.stderr)
+            assert r.stderr.startswith(f"memdyn: {name}: ") and needle in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "E").exists()
+
+
+@pytest.mark.parametrize("quick", [False, True])
+def test_every_experiments_template_is_accepted_unchanged(tmp_path, quick):
+    from memdyn.configfile import read_config, template
+    from memdyn.experiments import EXPERIMENTS
+    from memdyn.runner import resolve_configs
+
+    for name, exp in EXPERIMENTS.items():
+        f = tmp_path / f"{name}.toml"
+        f.write_text(template(name, quick))
+        items = read_config(f, [name], quick)
+        assert resolve_configs([name], quick, items)[name] == exp.resolve(quick)  # the defaults of that form

@@ -34,11 +34,30 @@ def list_experiments():
         typer.echo(f"{name:<{width}}  {exp.summary}{extra}")
 
 
+_CONFIG_HELP = "TOML file of settings ([experiment] tables; `memdyn config EXPERIMENT --toml` writes one); --set overrides it"
+
+
+def _with_file(config: Optional[Path], names: list[str], quick: bool, sets: list[str]) -> list[str]:
+    """The settings of a --config file (validated, errors naming the file) followed by the --set items."""
+    if config is None:
+        return list(sets)
+    from .configfile import read_config
+
+    return read_config(config, names, quick) + list(sets)
+
+
 @app.command("config")
-def show_config(experiment: str = typer.Argument(..., help="experiment name (see `memdyn list`)")):
-    """Every key of EXPERIMENT: type, default, --quick default and meaning."""
+def show_config(experiment: str = typer.Argument(..., help="experiment name (see `memdyn list`)"),
+                toml: bool = typer.Option(False, "--toml", help="print a TOML template that --config accepts"),
+                quick: bool = typer.Option(False, "--quick", help="with --toml: the quick form's values")):
+    """Every key of EXPERIMENT: type, default, --quick default and meaning (or, with --toml, a config file)."""
     if experiment not in EXPERIMENTS:
         _fail(f"unknown experiment {experiment!r}; valid: {', '.join(EXPERIMENTS)}")
+    if toml:
+        from .configfile import template
+
+        typer.echo(template(experiment, quick), nl=False)
+        return
     exp = EXPERIMENTS[experiment]
     typer.echo(f"{experiment}: {exp.summary}\n")
     for row in exp.describe():
@@ -52,6 +71,7 @@ def run(
     experiments: Optional[List[str]] = typer.Argument(None, help="experiments to run (default: all)"),
     quick: bool = typer.Option(False, "--quick", help="smaller, faster version of each experiment"),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="KEY=VALUE or EXPERIMENT.KEY=VALUE (repeatable)"),
+    config: Optional[Path] = typer.Option(None, "--config", help=_CONFIG_HELP),
     seed: int = typer.Option(0, "--seed", help="root seed (>= 0)"),
     out: Optional[Path] = typer.Option(None, "--out", help="run directory (default runs/<timestamp>, linked as runs/latest)"),
 ):
@@ -59,7 +79,8 @@ def run(
     from .runner import run_suite
 
     try:
-        summary = run_suite(experiments or [], out, quick=quick, sets=set_ or [], seed=seed)
+        sets = _with_file(config, experiments or [], quick, set_ or [])
+        summary = run_suite(experiments or [], out, quick=quick, sets=sets, seed=seed)
     except ConfigError as e:
         _fail(str(e))
     failed = [c for c in summary.claims if not c["holds"]]
@@ -98,6 +119,7 @@ def calibrate_cmd(
     start: int = typer.Option(1000, "--start", help="first seed (>= 0)"),
     full: bool = typer.Option(False, "--full", help="use the full form of each experiment (default: --quick form)"),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="KEY=VALUE or EXPERIMENT.KEY=VALUE (repeatable)"),
+    config: Optional[Path] = typer.Option(None, "--config", help=_CONFIG_HELP),
     scale: float = typer.Option(1.0, "--scale", help="multiply every experiment's chains / replicates / events"),
     jobs: int = typer.Option(1, "--jobs", help="seeds run in parallel (worker processes of a local Dask cluster)"),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="tcp://HOST:PORT of a Dask scheduler to use"),
@@ -111,7 +133,8 @@ def calibrate_cmd(
     if out is None:
         out = Path("runs") / f"calibrate-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     try:
-        cal = calibrate(experiments or [], out, seeds=seeds, start=start, quick=not full, sets=set_ or [], scale=scale,
+        sets = _with_file(config, experiments or [], not full, set_ or [])
+        cal = calibrate(experiments or [], out, seeds=seeds, start=start, quick=not full, sets=sets, scale=scale,
                         jobs=jobs, scheduler=scheduler)
     except ConfigError as e:
         _fail(str(e))
@@ -136,6 +159,7 @@ def sweep_cmd(
     seeds: str = typer.Option("0", "--seeds", help="seeds: FIRST-LAST and/or a comma list, e.g. 0-19"),
     quick: bool = typer.Option(False, "--quick", help="the experiment's smaller, faster form"),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="KEY=VALUE fixed at every grid point (repeatable)"),
+    config: Optional[Path] = typer.Option(None, "--config", help=_CONFIG_HELP + " (fixed at every grid point)"),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="tcp://HOST:PORT of a Dask scheduler "
                                             "(default: a local cluster on 127.0.0.1)"),
     workers: Optional[int] = typer.Option(None, "--workers", help="local cluster worker processes (default: one per "
@@ -151,7 +175,8 @@ def sweep_cmd(
     if out is None:
         out = Path("runs") / f"sweep-{experiment}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     try:
-        res = sweep(experiment, parse_grid(grid), seeds, out, quick=quick, sets=set_ or [], scheduler=scheduler,
+        sets = _with_file(config, [experiment], quick, set_ or [])
+        res = sweep(experiment, parse_grid(grid), seeds, out, quick=quick, sets=sets, scheduler=scheduler,
                     workers=workers)
     except ConfigError as e:
         _fail(str(e))

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from .configfile import resolved_toml
 from .dynamics import DivergenceError
 from .experiments import DEFAULT_SUITE, EXPERIMENTS
 from .experiments.base import ConfigError, Context, ExperimentError, parse_value
-from .store import RunStore, TableError, code_hash
+from .store import RunStore, TableError
 
 __all__ = ["RunSummary", "run_suite", "resolve_configs", "versions"]
 
@@ -126,16 +127,18 @@ def run_suite(names: list[str], out: str | os.PathLike | None = None, *, quick: 
     else:
         merged = new
     store.write_json("config.json", {"seed": seed, "quick": quick, "experiments": merged})
+    store.write_text("config.toml", resolved_toml(merged, seed))
 
     errors: dict[str, str] = {}
     for i, (name, cfg) in enumerate(configs.items(), 1):
         done = store.read_json(f"{name}/results.json")
-        if done is not None and done.get("config") == new[name] and done.get("code") == code_hash():
+        code = EXPERIMENTS[name].code()
+        if done is not None and done.get("config") == new[name] and done.get("code") == code:
             _say(f"[{i}/{len(configs)}] {name}: finished earlier, reusing {out}/{name}")
             continue
         _say(f"[{i}/{len(configs)}] {name}: {EXPERIMENTS[name].summary}")
         t0 = time.perf_counter()
-        ctx = Context(store, name, seed, progress)
+        ctx = Context(store, name, seed, progress, code)
         try:
             outcome = EXPERIMENTS[name].run(cfg, ctx)
         except DivergenceError as e:
@@ -169,7 +172,7 @@ def run_suite(names: list[str], out: str | os.PathLike | None = None, *, quick: 
         if err.exists():
             err.unlink()
         store.write_json(f"{name}/results.json", {
-            "experiment": name, "config": new[name], "code": code_hash(), "claims": claims, "figures": figures, "tables": tables,
+            "experiment": name, "config": new[name], "code": code, "claims": claims, "figures": figures, "tables": tables,
             "seconds": seconds, "summary": outcome.summary, "section": EXPERIMENTS[name].section,
             "prediction": EXPERIMENTS[name].prediction})
         n_ok = sum(c["holds"] for c in claims)

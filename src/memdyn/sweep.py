@@ -30,7 +30,7 @@ from typing import Callable
 import numpy as np
 
 from .experiments.base import ConfigError, parse_value
-from .store import RunStore, code_hash
+from .store import RunStore
 
 __all__ = ["SweepResult", "sweep", "parse_grid", "parse_seeds", "execute", "RETRIES"]
 
@@ -206,8 +206,10 @@ def _slug(point: dict) -> str:
 
 
 def _finished(directory: Path, experiment: str, config: dict) -> dict | None:
+    from .experiments import EXPERIMENTS
+
     res = RunStore(directory).read_json(f"{experiment}/results.json")
-    if res is None or res.get("config") != config or res.get("code") != code_hash():
+    if res is None or res.get("config") != config or res.get("code") != EXPERIMENTS[experiment].code():
         return None
     return {"claims": [{"experiment": experiment, **c} for c in res["claims"]], "errors": {}}
 

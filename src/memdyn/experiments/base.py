@@ -55,6 +55,8 @@ class Context:
     experiment: str
     seed: int
     progress: bool = False
+    #: hash of the code that computes the experiment's cells (:meth:`Experiment.code`); None: the whole package's
+    code: str | None = None
 
     def seed_for(self, *key) -> int:
         """A 63-bit seed derived from the run seed, the experiment and ``key`` (stable across
@@ -64,9 +66,9 @@ class Context:
 
     def cell(self, key: str, compute) -> dict:
         """Cached intermediate result (see :meth:`memdyn.store.RunStore.cell`), keyed by ``key`` and
-        the hash of the code (:func:`memdyn.store.code_hash`)."""
+        the hash of the code that computes it (``code``, see :func:`memdyn.store.code_hash`)."""
         safe = "".join(c if c.isalnum() or c in "-_.=" else "_" for c in key)
-        return self.store.cell(f"{self.experiment}/cells/{safe}.{code_hash()}.npz", compute)
+        return self.store.cell(f"{self.experiment}/cells/{safe}.{self.code or code_hash()}.npz", compute)
 
 
 def parse_value(text: str):
@@ -105,6 +107,12 @@ class Experiment:
     #: (naming the experiment runs the full form unless --quick)
     suite_form: ClassVar[str] = "full"
     sample_keys: ClassVar[tuple] = ()
+
+    def code(self) -> str:
+        """Hash of the code that computes this experiment's results: its module and the memdyn
+        modules in its import closure (:func:`memdyn.store.code_hash`). Cells and finished results
+        are reused only while it stays the same."""
+        return code_hash(type(self).__module__)
 
     def keys(self) -> list[str]:
         return list(self.Config.model_fields)
