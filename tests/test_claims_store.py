@@ -133,11 +133,13 @@ def test_cells_are_keyed_by_the_code_hash(tmp_path, monkeypatch):
     ctx.cell("k", compute)
     ctx.cell("k", compute)
     assert len(calls) == 1  # reused while the code is the same
+    ctx.cell("k2", compute)  # another key beside it
     monkeypatch.setattr(store_mod, "code_hash", lambda: "000000000000")
     monkeypatch.setattr("memdyn.experiments.base.code_hash", lambda: "000000000000")
     ctx.cell("k", compute)
-    assert len(calls) == 2  # other code: recomputed, never mixed
-    assert len(list((tmp_path / "r/exp/cells").glob("k.*.npz"))) == 2
+    assert len(calls) == 3  # other code: recomputed, never mixed, and the stale cell is not kept
+    names = sorted(p.name for p in (tmp_path / "r/exp/cells").iterdir())
+    assert len(names) == 2 and "k.000000000000.npz" in names and names[1].startswith("k2.")
 
 
 def test_cell_key_follows_the_code_of_the_experiments_import_closure(tmp_path):

@@ -103,6 +103,8 @@ def test_quick_timescales_end_to_end_and_reproducible(tmp_path):
     table = out.stdout.split("time per experiment:")[1]
     n = len(res["claims"])
     assert re.search(rf"timescales +[0-9.]+ s +{n}/{n} claims hold", table) and re.search(r"total +[0-9.]+ s", table)
+    size = float(re.search(r"run directory: A \(([0-9.]+) kB\)", out.stdout).group(1))  # it ends with its size
+    assert abs(size * 1000 - sum(p.stat().st_size for p in (tmp_path / "A").rglob("*") if p.is_file())) < 100
     for t in ("covariance", "relaxation", "tracking"):
         df = pd.read_parquet(tmp_path / f"A/timescales/tables/{t}.parquet")
         assert len(df) and not df.isna().any().any()

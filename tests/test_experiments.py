@@ -24,6 +24,9 @@ def test_quick_experiment_claims_hold(tmp_path, name):
         assert not df[plain].isna().any().any()  # NA only in nullable columns, where missing by design
     for f in res["figures"]:
         assert (tmp_path / "run" / f["file"]).stat().st_size > 10_000 and f["caption"]
+    # cells keep reduced observables, compressed, not trajectories: a run directory stays small
+    size = sum(p.stat().st_size for p in (tmp_path / "run").rglob("*") if p.is_file())
+    assert size < 5e6, f"{size / 1e6:.1f} MB"
 
 
 def test_default_run_links_latest(tmp_path, monkeypatch):

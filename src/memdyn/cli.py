@@ -90,12 +90,23 @@ def run(
                    f"{c['measured']:.5g} (95% CI {c['ci_low']:.5g} .. {c['ci_high']:.5g})")
     _time_table(summary)
     typer.echo(f"report: {summary.out / 'report.html'}")
+    typer.echo(f"run directory: {summary.out} ({_size(summary.out)})")
     if summary.errors or failed:
         for name, msg in summary.errors.items():
             typer.echo(f"memdyn: {msg}", err=True)
         if failed:
             typer.echo(f"memdyn: {len(failed)} of {len(summary.claims)} claims fail", err=True)
         raise typer.Exit(1)
+
+
+def _size(directory: Path) -> str:
+    """The bytes of the files under ``directory``, in B, kB, MB or GB."""
+    total = float(sum(p.stat().st_size for p in Path(directory).rglob("*") if p.is_file()))
+    for unit in ("B", "kB", "MB"):
+        if total < 1000:
+            return f"{total:.0f} {unit}" if unit == "B" else f"{total:.1f} {unit}"
+        total /= 1000
+    return f"{total:.1f} GB"
 
 
 def _time_table(summary) -> None:

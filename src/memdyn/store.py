@@ -201,16 +201,18 @@ class RunStore:
         atomic_write(self.path(rel), buf.getvalue())
 
     def cell(self, rel: str, compute: Callable[[], dict]) -> dict:
-        """Return the arrays stored at ``rel`` (.npz), computing and storing them if absent.
+        """Return the arrays stored at ``rel`` (.npz, compressed), computing and storing them if absent.
 
-        ``compute`` returns a dict of arrays / numbers; what comes back is always the stored
-        form (float64 / int64 numpy arrays), so a resumed run and a fresh one see the same values.
+        ``compute`` returns a dict of arrays / numbers: what the experiment's claims, tables and
+        figures read (reduced observables, not raw per-chain trajectories, so that a run directory
+        stays small); what comes back is always the stored form, so a resumed run and a fresh one see
+        the same values.
         """
         p = self.path(rel)
         if not p.exists():
             arrays = {k: np.asarray(v) for k, v in compute().items()}
             buf = io.BytesIO()
-            np.savez(buf, **arrays)
+            np.savez_compressed(buf, **arrays)
             atomic_write(p, buf.getvalue())
         with np.load(p) as z:
             return {k: (z[k].item() if z[k].ndim == 0 else z[k]) for k in z.files}

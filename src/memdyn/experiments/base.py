@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -68,7 +69,16 @@ class Context:
         """Cached intermediate result (see :meth:`memdyn.store.RunStore.cell`), keyed by ``key`` and
         the hash of the code that computes it (``code``, see :func:`memdyn.store.code_hash`)."""
         safe = "".join(c if c.isalnum() or c in "-_.=" else "_" for c in key)
-        return self.store.cell(f"{self.experiment}/cells/{safe}.{self.code or code_hash()}.npz", compute)
+        rel = f"{self.experiment}/cells/{safe}.{self.code or code_hash()}.npz"
+        path = self.store.path(rel)
+        fresh = not path.exists()
+        out = self.store.cell(rel, compute)
+        if fresh:  # the same cell from other code is never read again: do not keep it
+            stale = re.compile(re.escape(safe) + r"\.[0-9a-f]{12}\.npz")
+            for old in path.parent.iterdir():
+                if old.name != path.name and stale.fullmatch(old.name):
+                    old.unlink(missing_ok=True)
+        return out
 
 
 def parse_value(text: str):

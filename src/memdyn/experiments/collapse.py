@@ -67,9 +67,15 @@ class Collapse(Experiment):
             mu0 = initial_counts(w, N) / N  # the initial data set's empirical law
             G = int(math.ceil(_diffusion_time(mu0, N) + 20 * N))
 
-            def cell(N=N, G=G, label=label):
+            gens = sorted({max(1, N // 2), N, 2 * N})  # the heterozygosity claims' generations
+
+            def cell(N=N, G=G, label=label, gens=gens):
                 h = exact_fit(w, N, G, cfg.replicates, seed=ctx.seed_for(label))
-                return {"het": h.heterozygosity, "time": h.collapse_time, "atom": h.collapse_atom}
+                het = h.heterozygosity
+                # what the claims and the figure read: every replicate at the claims' generations, the mean
+                # over replicates for the first 4N generations
+                return {"het_at": het[:, gens], "het_mean": het[:, : min(het.shape[1], 4 * N)].mean(0),
+                        "time": h.collapse_time, "atom": h.collapse_atom}
 
             c = ctx.cell(f"N={N}", cell)
             if np.any(c["time"] < 0):
@@ -81,8 +87,8 @@ class Collapse(Experiment):
                                     binomial_se(frac[i], R),
                                     detail="= its initial weight mu_0(i) (martingale)"))
             H0 = 1 - float(np.sum(mu0**2))
-            for g in sorted({max(1, N // 2), N, 2 * N}):
-                m, se = mean_se(c["het"][:, g])
+            for j, g in enumerate(gens):
+                m, se = mean_se(c["het_at"][:, j])
                 claims.append(claim(f"E[heterozygosity] at g={g}, N={N}", H0 * (1 - 1 / N) ** g, m, se,
                                     detail="(1 - 1/N)^g H_0 exactly"))
             t_mean, t_se = mean_se(c["time"])
@@ -100,7 +106,7 @@ class Collapse(Experiment):
             rows.append({"N": N, "generations": G, "replicates": R, "mean_collapse_time": t_mean,
                          "collapse_time_se": t_se, "exact_chain": exact if label == "small" else -1.0,
                          "diffusion": diffusion, "H0": H0})
-            hets[N] = (c["het"], frac, mu0)
+            hets[N] = (c["het_mean"], frac, mu0)
         atoms = pd.DataFrame([{"N": N, "point": i, "mu0": mu0[i], "collapse_fraction": frac[i]}
                               for N, (_, frac, mu0) in hets.items() for i in range(K)])
         tables = {"collapse_time": pd.DataFrame(rows), "collapse_points": atoms}
@@ -110,11 +116,10 @@ class Collapse(Experiment):
 def _figure(hets, claims) -> Figure:
     fig = MplFigure(figsize=(10, 4))
     ax1, ax2 = fig.subplots(1, 2)
-    for j, (N, (het, _, mu0)) in enumerate(hets.items()):
-        g = np.arange(het.shape[1])
-        cut = min(het.shape[1], 4 * N)
-        ax1.plot(g[:cut], het[:, :cut].mean(0), color=f"C{j}", label=f"N={N}, mean over replicates")
-        ax1.plot(g[:cut], (1 - np.sum(mu0**2)) * (1 - 1 / N) ** g[:cut], ":", color="k")
+    for j, (N, (het_mean, _, mu0)) in enumerate(hets.items()):
+        g = np.arange(het_mean.size)  # the first 4N generations
+        ax1.plot(g, het_mean, color=f"C{j}", label=f"N={N}, mean over replicates")
+        ax1.plot(g, (1 - np.sum(mu0**2)) * (1 - 1 / N) ** g, ":", color="k")
     ax1.set_yscale("log")
     ax1.set_xscale("log")
     ax1.set_xlabel("generation g")

@@ -81,9 +81,15 @@ class Degeneration(Experiment):
             burn = int(math.ceil(10 / alpha))
             G = burn + int(math.ceil(cfg.relax / alpha))
 
-            def cell(alpha=alpha, G=G):
+            def cell(alpha=alpha, G=G, burn=burn):
                 h = exact_fit(w, N, G, cfg.replicates, alpha=alpha, seed=ctx.seed_for("alpha", alpha))
-                return {"homo": h.homozygosity, "support": h.support}
+                homo = h.homozygosity[:, burn:]
+                # the share of the majority point: mu_max^2 + (1 - mu_max)^2 = homozygosity for 2 points
+                share = 0.5 * (1 + np.sqrt(np.clip(2 * homo - 1, 0, None)))
+                # per replicate, the time averages the claims read; the mean curve the figure draws
+                return {"homo": homo.mean(1), "near": (share >= cfg.near - 1e-12).mean(1),
+                        "at_mass": (h.support[:, burn:] == 1).mean(1), "cells": homo.size,
+                        "curve": h.homozygosity[:, : min(h.homozygosity.shape[1], 3 * burn)].mean(0)}
 
             c = ctx.cell(f"alpha={alpha:g}", cell)
             g_r = max(1, int(round(1 / alpha)))
@@ -94,12 +100,9 @@ class Degeneration(Experiment):
                 return {"share": h.final_counts[:, 0] / N}
 
             share0, share0_se = mean_se(ctx.cell(f"return_alpha={alpha:g}", back)["share"])
-            at_m, at_se = mean_se((c["support"][:, burn:] == 1).mean(1))
-            homo = c["homo"][:, burn:]
-            # the share of the majority point: mu_max^2 + (1 - mu_max)^2 = homozygosity for 2 points
-            share = 0.5 * (1 + np.sqrt(np.clip(2 * homo - 1, 0, None)))
-            f_m, f_se = mean_se(homo.mean(1))
-            near_m, near_se = mean_se((share >= cfg.near - 1e-12).mean(1))
+            at_m, at_se = mean_se(c["at_mass"])
+            f_m, f_se = mean_se(c["homo"])
+            near_m, near_se = mean_se(c["near"])
             P = binom.pmf(k[None, :], N, (1 - alpha) * k[:, None] / N + alpha * w[0])
             pi = MarkovChain(P).stationary_distribution
             near_exact = float(pi[near_states].sum())
@@ -109,7 +112,7 @@ class Degeneration(Experiment):
                                 detail="closed form F*"))
             claims.append(claim(f"fraction of generations near a point mass, N*alpha={N * alpha:g}", near_exact,
                                 near_m, near_se, detail=f"exact stationary law of the chain; near = share >= {cfg.near}"))
-            if at_exact * homo.size >= MIN_EVENTS:  # a rarer fraction has too few hits for its standard error
+            if at_exact * c["cells"] >= MIN_EVENTS:  # a rarer fraction has too few hits for its standard error
                 claims.append(claim(f"fraction of generations at a point mass (no absorption), N*alpha={N * alpha:g}",
                                     at_exact, at_m, at_se, detail="exact stationary probability of the two collapsed "
                                                                   "states; absorption would drive it to 1"))
@@ -122,7 +125,7 @@ class Degeneration(Experiment):
                          "at_point_mass": at_m, "at_point_mass_exact": at_exact, "return_generation": g_r,
                          "return_share": share0, "return_share_exact": back_pred,
                          "generations": G})
-            curves.append((alpha, c["homo"][:, : min(c["homo"].shape[1], 3 * burn)].mean(0), f_star))
+            curves.append((alpha, c["curve"], f_star))
         tables = {"degeneration": pd.DataFrame(rows)}
         return Outcome(claims, tables, [_figure(tables["degeneration"], curves, N, claims)])
 

@@ -184,9 +184,11 @@ class DoubleDescent(Experiment):
                 early, late = sim["early"], sim["trace"]
                 keep = late.steps >= EARLY_STEPS
                 x = np.concatenate([early.values[:, :, 0], late.values[keep, :, 0]])
+                err = (x - x_test) ** 2  # (steps, chains)
+                # per step, the mean test error over chains and its standard error (what the claims and figures read)
                 return {"in": sim["in"].times, "jump": sim["jump"].times,
                         "steps": np.concatenate([early.steps, late.steps[keep]]),
-                        "error": ((x - x_test) ** 2).astype(np.float32)}
+                        "error_mean": err.mean(axis=1), "error_se": err.std(axis=1, ddof=1) / math.sqrt(err.shape[1])}
 
             def exact_cell():
                 steps = np.arange(0, K + 1, every)
@@ -262,14 +264,14 @@ class DoubleDescent(Experiment):
         k_mid = (e["in"] + e["jump"]) / 2
         i_mid = int(np.argmin(np.abs(m["steps"] - k_mid)))
         for label, i in (("middle of the plateau", i_mid), ("end of the run", len(m["steps"]) - 1)):
-            v, v_se = mean_se(m["error"][i])
+            v, v_se = float(m["error_mean"][i]), float(m["error_se"][i])
             claims.append(claim(f"test error at step {int(m['steps'][i])} ({label}), eps = {mid:g}", e["error"][i], v,
                                 v_se, systematic=float(e["error_bias"][i]), systematic_source=MESH_SRC,
                                 detail=f"E_test = (x - x_test)^2, x_test = {x_test:.4g}; starts at "
                                        f"{(cfg.x_start - x_test) ** 2:.4g}"))
 
         curves = pd.DataFrame([{"eps": eps, "step": int(k), "slow_time": cfg.step * eps * k,
-                                "test_error": float(runs[eps][0]["error"][i].mean()),
+                                "test_error": float(runs[eps][0]["error_mean"][i]),
                                 "test_error_exact": float(runs[eps][1]["error"][i])}
                                for eps in eps_grid for i, k in enumerate(runs[eps][0]["steps"])])
         early = pd.DataFrame([{k: v for k, v in r.items() if k not in ("m", "e")} for r in adv])
@@ -283,9 +285,9 @@ def _figure(cfg, tab, runs, exact_fit, slope, slope_se, adv, det, mid) -> Figure
     colours = [f"C{i}" for i in range(len(runs))]
     for col, (eps, (m, e)) in zip(colours, runs.items()):
         steps = m["steps"]
-        ax1.plot(steps, m["error"].mean(axis=1), color=col, label=f"eps = {eps:g}")
+        ax1.plot(steps, m["error_mean"], color=col, label=f"eps = {eps:g}")
         ax1.plot(e["steps"], e["error"], color="k", ls=":", lw=1)
-        ax2.plot(cfg.step * eps * steps, m["error"].mean(axis=1), color=col, label=f"eps = {eps:g}")
+        ax2.plot(cfg.step * eps * steps, m["error_mean"], color=col, label=f"eps = {eps:g}")
     ax1.set_xscale("symlog", linthresh=10)
     ax1.set_xlabel("step k")
     ax1.set_ylabel("mean test error (x - x_test)^2")

@@ -68,42 +68,49 @@ class Refit(Experiment):
         G, R = cfg.generations, cfg.replicates
         claims, rows, curves = [], [], {}
         for M in cfg.Ms:
-            rep = ctx.cell(f"gauss_M={M}_replace", lambda M=M: {"std": gaussian_refit(M, G, R, seed=ctx.seed_for("r", M)).std})
-            acc = ctx.cell(f"gauss_M={M}_accumulate",
-                           lambda M=M: {"std": gaussian_refit(M, G, R, strategy="accumulate", seed=ctx.seed_for("a", M)).std})
-            var_r, var_a = rep["std"] ** 2, acc["std"] ** 2
             g1 = min(G, M)  # the mean of s_g^2 is heavy-tailed: check it where its error is moderate
-            R_ = var_r.shape[0]
+            rep = ctx.cell(f"gauss_M={M}_replace",
+                           lambda M=M, g1=g1: _spread(gaussian_refit(M, G, R, seed=ctx.seed_for("r", M)).std, g1))
+            acc = ctx.cell(f"gauss_M={M}_accumulate", lambda M=M, g1=g1: _spread(
+                gaussian_refit(M, G, R, strategy="accumulate", seed=ctx.seed_for("a", M)).std, g1))
+            R_ = rep["at_g1"].size
             var_s2 = ((M * M - 1) / M**2) ** (g1 + 1) - (1 - 1 / M) ** (2 * (g1 + 1))
-            claims.append(claim(f"replace: E[s_g^2] at g={g1}, M={M}", (1 - 1 / M) ** (g1 + 1), var_r[:, g1].mean(),
+            claims.append(claim(f"replace: E[s_g^2] at g={g1}, M={M}", (1 - 1 / M) ** (g1 + 1), (rep["at_g1"] ** 2).mean(),
                                 math.sqrt(var_s2 / R_), detail="sigma_0^2 (1 - 1/M)^(g+1), MLE refits; se from the "
                                                                "exact variance of s_g^2"))
             step = digamma((M - 1) / 2) + math.log(2 / M)
-            claims.append(claim(f"replace: E[ln s_g^2] at g={G}, M={M}", (G + 1) * step, np.log(var_r[:, G]).mean(),
+            claims.append(claim(f"replace: E[ln s_g^2] at g={G}, M={M}", (G + 1) * step, np.log(rep["last"] ** 2).mean(),
                                 math.sqrt((G + 1) * float(polygamma(1, (M - 1) / 2)) / R_),
                                 detail="(g+1)(psi((M-1)/2) + ln(2/M)): median s_g ~ exp(-g/M); se from the exact "
                                        "variance (g+1) psi'((M-1)/2)"))
             exact_acc = accumulate_variance(M, G)
-            m, se = mean_se(var_a[:, G])
+            m, se = mean_se(acc["last"] ** 2)
             claims.append(claim(f"accumulate: E[s_g^2] at g={G}, M={M}", exact_acc[G], m, se,
                                 detail="exact recursion of the pooled sum of squares; stays near sigma_0^2"))
-            rows.append({"M": M, "median_s_replace": float(np.median(rep["std"][:, G])), "exp_minus_g_over_M":
-                         math.exp(-G / M), "median_s_accumulate": float(np.median(acc["std"][:, G])),
+            rows.append({"M": M, "median_s_replace": float(rep["median"][G]), "exp_minus_g_over_M":
+                         math.exp(-G / M), "median_s_accumulate": float(acc["median"][G]),
                          "E_s2_accumulate_exact": exact_acc[G]})
-            curves[M] = (np.median(rep["std"], 0), np.median(acc["std"], 0))
+            curves[M] = (rep["median"], acc["median"])
         M0, h = cfg.Ms[0], cfg.bandwidth
-        kde = ctx.cell(f"kde_M={M0}", lambda: {"std": kde_refit(M0, G, R, bandwidth=h, seed=ctx.seed_for("kde")).std})
+        kde = ctx.cell(f"kde_M={M0}", lambda: _spread(kde_refit(M0, G, R, bandwidth=h, seed=ctx.seed_for("kde")).std, G))
         a = 1 - 1 / M0
         pred = a**G * a + h * h * a * (1 - a**G) / (1 - a)
-        m, se = mean_se(kde["std"][:, G] ** 2)
+        m, se = mean_se(kde["last"] ** 2)
         claims.append(claim(f"KDE refit (h={h:g}): E[s_g^2] at g={G}, M={M0}", pred, m, se,
                             detail="(1 - 1/M)(E[s^2] + h^2) per generation; limit (M - 1) h^2"))
-        mix = ctx.cell("mixture", lambda: {"modes": mixture_refit(max(40, 4 * M0), G, cfg.mixture_replicates,
-                                                                   seed=ctx.seed_for("mix")).modes})
-        two_modes = (mix["modes"] >= 2).mean(0)
+        mix = ctx.cell("mixture", lambda: {"two_modes": (mixture_refit(max(40, 4 * M0), G, cfg.mixture_replicates,
+                                                                       seed=ctx.seed_for("mix")).modes >= 2).mean(0)})
+        two_modes = mix["two_modes"]
         tables = {"gaussian": pd.DataFrame(rows),
                   "mixture_modes": pd.DataFrame({"generation": np.arange(G + 1), "fraction_two_modes": two_modes})}
         return Outcome(claims, tables, [_figure(curves, two_modes, G, claims)])
+
+
+def _spread(std: np.ndarray, g1: int) -> dict:
+    """What the claims and the figure read of the fitted spreads s_g (replicates x generations): every
+    replicate's s at generation g1 and at the last generation, and the median over replicates per
+    generation."""
+    return {"at_g1": std[:, g1], "last": std[:, -1], "median": np.median(std, 0)}
 
 
 def _figure(curves, two_modes, G, claims) -> Figure:

@@ -154,28 +154,36 @@ class Timescales(Experiment):
             n = cfg.chains
             starts = [np.full(2, 1.0 + 20 * sigma * f * math.sqrt(a)) for _, f in levels]
 
-            def s1_cell(land=land, eps=eps, K=K, every=every, lag_f=lag_f, starts=starts):
+            def s1_cell(land=land, eps=eps, K=K, every=every, lag_f=lag_f, starts=starts, w=w, V=V, tau_f=tau_f,
+                        tau_s=tau_s):
                 # both noise levels in one simulation: per-chain noise factors, one group of chains each
                 sim = simulate(land, s1_noise(sigma, 1, 2, eps), a, K, 2 * n, init=np.repeat(starts, n, axis=0),
                                noise_scale=np.repeat([f for _, f in levels], n), seed=ctx.seed_for("s1", eps),
                                dtype=dtype, progress=ctx.progress,
                                observers=[Trace(every=every, name="coarse"), Trace(every=lag_f, until=lag_f, name="early")])
-                return {"coarse_steps": sim["coarse"].steps, "coarse": sim["coarse"].values,
-                        "early_steps": sim["early"].steps, "early": sim["early"].values}
+                steps, tr = sim["coarse"].steps, sim["coarse"].values  # (steps, 2n, 2)
+                es, ev = sim["early"].steps, sim["early"].values
+                err2 = (tr @ w) ** 2  # squared tracking error (steps, 2n)
+                i_f = int(np.argmin(np.abs(es - max(1.0, tau_f))))
+                i_s = int(np.argmin(np.abs(steps - tau_s)))
+                by_level = lambda x: x.reshape(x.shape[0], 2, n, *x.shape[2:]).mean(axis=2)  # noqa: E731
+                # what the claims and figures read: per chain, the time-averaged squared error after 5 fast
+                # relaxation times and the eigenmode projections at the two lags; per level, the means over chains
+                return {"coarse_steps": steps, "err2": err2[steps >= 5 * tau_f].mean(axis=0),
+                        "err2_mean": by_level(err2), "proj_mean": by_level(tr @ V),
+                        "lag_f": es[i_f], "proj_f": ev[i_f] @ V[:, 1], "lag_s": steps[i_s], "proj_s": tr[i_s] @ V[:, 0]}
 
             both = ctx.cell(f"s1_eps={eps:g}", s1_cell)
+            steps = both["coarse_steps"]
             for j, ((level, factor), theta0) in enumerate(zip(levels, starts)):
                 sig = sigma * factor
                 C = sig**2 * np.diag([1.0, eps**2])
                 group = slice(j * n, (j + 1) * n)
-                cell = {**both, "coarse": both["coarse"][:, group], "early": both["early"][:, group]}
-                steps, tr = cell["coarse_steps"], cell["coarse"]
                 # exact moments along the saved steps
                 m_k, S_k = _exact_moments(np.eye(2) - a * Hs, a * a * C, theta0, steps)
                 e2_exact = (m_k @ w) ** 2 + np.einsum("i,kij,j->k", w, S_k, w)
                 window = steps >= 5 * tau_f
-                e2_chain = ((tr[window] @ w) ** 2).mean(axis=0)
-                ms, ms_se = mean_se(e2_chain)
+                ms, ms_se = mean_se(both["err2"][group])
                 rms, rms_pred = math.sqrt(ms), math.sqrt(float(e2_exact[window].mean()))
                 track_rows.append({"eps": eps, "noise": level, "sigma": sig, "sqrt_a_sigma": math.sqrt(a) * sig,
                                    "rms_measured": rms, "rms_se": ms_se / (2 * rms), "rms_exact": rms_pred,
@@ -184,10 +192,11 @@ class Timescales(Experiment):
                                     ms_se / (2 * rms), detail="exact moment recursion of the linear iteration"))
                 if level != "main":
                     continue
-                curves.append((eps, steps, np.sqrt(((tr @ w) ** 2).mean(axis=1)),
-                               np.sqrt(e2_exact), (tr @ V).mean(axis=1), m_k @ V))
+                curves.append((eps, steps, np.sqrt(both["err2_mean"][:, j]), np.sqrt(e2_exact), both["proj_mean"][:, j],
+                               m_k @ V))
                 # relaxation times from the mean projections on the eigenmodes
-                est = _relaxation_estimates(cell, V, theta0, tau_f, tau_s)
+                est = _relaxation_estimates(both["proj_f"][group], both["lag_f"], both["proj_s"][group], both["lag_s"],
+                                            V, theta0)
                 pred_ratio = tau_s / tau_f
                 claims.append(claim(f"fast relaxation time (steps), eps={eps:g}", tau_f, est["tau_f"], est["se_f"],
                                     detail="-1/ln|1-a*h_fast|"))
@@ -227,15 +236,11 @@ def _exact_moments(M, Q, m0, steps):
     return np.asarray(out_m), np.asarray(out_S)
 
 
-def _relaxation_estimates(cell, V, theta0, tau_f, tau_s) -> dict:
+def _relaxation_estimates(proj_f, L_f, proj_s, L_s, V, theta0) -> dict:
     """tau = -L / ln|mean projection at lag L / projection at 0|, with delta-method errors from
-    the per-chain spread (chains are independent)."""
-    es, ev = cell["early_steps"], cell["early"]
-    cs, cv = cell["coarse_steps"], cell["coarse"]
-    i_f = int(np.argmin(np.abs(es - max(1.0, tau_f))))
-    i_s = int(np.argmin(np.abs(cs - tau_s)))
-    L_f, L_s = es[i_f], cs[i_s]
-    u = np.stack([ev[i_f] @ V[:, 1] / (theta0 @ V[:, 1]), cv[i_s] @ V[:, 0] / (theta0 @ V[:, 0])], axis=1)
+    the per-chain spread (chains are independent). ``proj_f``, ``proj_s``: each chain's projection on
+    the fast and the slow eigenvector at the lags L_f and L_s (steps)."""
+    u = np.stack([proj_f / (theta0 @ V[:, 1]), proj_s / (theta0 @ V[:, 0])], axis=1)
     mean = u.mean(axis=0)
     cov = np.cov(u, rowvar=False) / u.shape[0]
     r = np.abs(mean)
