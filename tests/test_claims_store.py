@@ -15,13 +15,13 @@ from memdyn.store import RunStore
 
 
 def test_claim_holds_within_tolerance_only():
-    c = claim("x", 1.0, 1.3, 0.1)
+    c = claim("c", "x", 1.0, 1.3, 0.1)
     assert c.tolerance == pytest.approx(Z_TOL * 0.1)
     assert c.holds
     assert (c.ci_low, c.ci_high) == pytest.approx((1.3 - Z_CI * 0.1, 1.3 + Z_CI * 0.1))
-    assert not claim("x", 1.0, 1.5, 0.1).holds
+    assert not claim("c", "x", 1.0, 1.5, 0.1).holds
     with pytest.raises(ValueError, match="non-finite"):
-        claim("x", 1.0, float("nan"), 0.1)
+        claim("c", "x", 1.0, float("nan"), 0.1)
 
 
 def test_mean_se_and_line_fit():
@@ -184,17 +184,17 @@ def test_cell_key_follows_the_code_of_the_experiments_import_closure(tmp_path):
 
 
 def test_claim_error_budget():
-    c = claim("x", 1.0, 1.35, 0.05, predicted_se=0.05, systematic=0.02, systematic_source="computed bias")
+    c = claim("c", "x", 1.0, 1.35, 0.05, predicted_se=0.05, systematic=0.02, systematic_source="computed bias")
     assert c.tolerance == pytest.approx(Z_TOL * math.hypot(0.05, 0.05) + 0.02)
     assert c.z == pytest.approx(0.35 / math.hypot(0.05, 0.05)) and c.kind == "statistical"
     assert not c.holds  # 0.35 > 4 * 0.0707 + 0.02 = 0.303
-    d = claim("solver", 0.5, 0.503, accuracy=0.01, accuracy_source="documented target")
+    d = claim("c", "solver", 0.5, 0.503, accuracy=0.01, accuracy_source="documented target")
     assert d.holds and d.z is None and d.kind == "deterministic" and d.tolerance == 0.01
     with pytest.raises(ValueError, match="source"):
-        claim("x", 1.0, 1.0, systematic=0.1)
+        claim("c", "x", 1.0, 1.0, systematic=0.1)
     with pytest.raises(ValueError, match="source"):
-        claim("x", 1.0, 1.0, accuracy=0.1)
-    assert claim("low", 2.0, 1.9, 0.05, side="at_least").holds and not claim("low", 2.0, 1.7, 0.05, side="at_least").holds
+        claim("c", "x", 1.0, 1.0, accuracy=0.1)
+    assert claim("c", "low", 2.0, 1.9, 0.05, side="at_least").holds and not claim("c", "low", 2.0, 1.7, 0.05, side="at_least").holds
 
 
 def test_line_fit_flags_misfit_and_inflates_by_birge_ratio():
@@ -206,7 +206,7 @@ def test_line_fit_flags_misfit_and_inflates_by_birge_ratio():
     assert bad.flagged and bad.p_value < 1e-3 and bad.birge == pytest.approx(math.sqrt(bad.chi2 / 6))
     plain_se = math.sqrt(np.linalg.inv(np.stack([np.ones(8), x], 1).T @ np.stack([np.ones(8), x], 1) / 1e-4)[0, 0])
     assert bad.intercept_se == pytest.approx(plain_se * bad.birge)
-    c = claim("intercept", 1.0, bad.intercept, bad.intercept_se, fit=bad)
+    c = claim("c", "intercept", 1.0, bad.intercept, bad.intercept_se, fit=bad)
     assert c.flagged and "INCONSISTENT" in c.detail
 
 
@@ -239,16 +239,19 @@ def test_store_table_allows_na_in_nullable_columns_only(tmp_path):
         st_.write_table("inf.parquet", pd.DataFrame({"z": pd.array([1.0, float("inf")], dtype="Float64")}))
 
 
+def _c(exp, id, name="some text", holds=True, flagged=False, z=None):
+    return {"experiment": exp, "id": id, "name": name, "holds": holds, "flagged": flagged, "measured": 0.5,
+            "predicted": 1.0, "z": z, "detail": "line misfit", "side": "both"}
+
+
 def test_theory_vs_practice_verdicts():
     from memdyn.practice import comparisons
 
-    def c(exp, name, holds=True, flagged=False, z=None):
-        return {"experiment": exp, "name": name, "holds": holds, "flagged": flagged, "measured": 0.5, "predicted": 1.0,
-                "z": z, "detail": "line misfit", "side": "both"}
-
-    claims = [c("diffusion-episodes", "larger steps, shorter episodes: x"), c("noise-mitigation", "episode length ratio "
-              "when a grows x1.15"), c("diffusion-episodes", "Arrhenius slope of ln L"),
-              c("diffusion-tau-mem", "slope of ln tau_mem vs ln n", holds=False, z=-5.0)]
+    claims = [_c("diffusion-episodes", "shorter-episodes"), _c("diffusion-episodes", "ema-lengthens@lr=0.001"),
+              _c("noise-mitigation", "episode-length-ratio@knob=step"),
+              _c("noise-mitigation", "episode-length-ratio@knob=sigma"), _c("diffusion-episodes", "arrhenius-slope"),
+              _c("diffusion-tau-mem", "tau-mem-slope-at-most-1", holds=False, z=-5.0),
+              _c("diffusion-tau-mem", "tau-mem-slope-positive"), _c("diffusion-tau-mem", "tau-gen-slower")]
     rows = {r["prediction"][:20]: r for r in comparisons(claims, {"diffusion-episodes": {
         "arrhenius_form": False, "verdict": "a power law fits better"}})}
     assert rows["Larger steps give sh"]["verdict"] == "agrees" and rows["Larger steps give sh"]["stylized"]
@@ -256,18 +259,43 @@ def test_theory_vs_practice_verdicts():
     assert arr["verdict"] == "agrees in direction, not in form" and "power law" in arr["how"]
     tau = rows["Memorization sets in"]
     assert tau["verdict"] == "disagrees" and "z = -5.00" in tau["how"] and tau["stylized"] == []
-    assert len(rows) == 3  # rows without a real-model claim are left out
-    flagged = comparisons([c("diffusion-episodes", "Arrhenius slope", flagged=True)])
-    assert flagged[0]["verdict"] == "agrees in direction, not in form" and flagged[0]["how"] == "line misfit"
+    assert len(tau["real"]) == 2 and len(rows) == 5  # rows without a real-model claim are left out
+    flagged = comparisons([_c("diffusion-episodes", "arrhenius-slope", flagged=True),
+                           _c("diffusion-episodes", "shorter-episodes"), _c("diffusion-episodes", "ema-lengthens@lr=1")])
+    row = next(r for r in flagged if r["prediction"].startswith("Episode lengths"))
+    assert row["verdict"] == "agrees in direction, not in form" and row["how"] == "line misfit"
+
+
+def test_theory_vs_practice_pairs_claims_by_id_and_fails_loudly_without_one():
+    """Rewording a claim's text changes nothing; a needed id that is missing raises; both halves of a row
+    (the accumulate claim beside the mixed one) are checked."""
+    from memdyn.practice import comparisons
+
+    def run(**text):
+        return [_c("self-consuming", "replace-diversity", text.get("r", "replace loses diversity")),
+                _c("self-consuming", "keeps-diversity@mixed", text.get("m", "fresh data keep diversity")),
+                _c("self-consuming", "keeps-diversity@accumulate", text.get("a", "accumulating keeps diversity"),
+                   holds=text.get("holds", True), z=-6.0)]
+
+    def table(claims):
+        return [(r["prediction"], r["verdict"], [c["id"] for c in r["real"]]) for r in comparisons(claims)]
+
+    assert table(run()) == table(run(r="reworded", m="also reworded", a="and this one"))
+    keep = next(r for r in comparisons(run(holds=False)) if r["prediction"].startswith("Fresh real data"))
+    assert keep["verdict"] == "disagrees" and "accumulating keeps diversity" in keep["how"]
+    with pytest.raises(ValueError, match="self-consuming ran but has no claim with id 'keeps-diversity@accumulate'"):
+        comparisons(run()[:2])
 
 
 def test_theory_vs_practice_row_decided_by_a_stylized_fit():
     from memdyn.practice import comparisons
 
-    claim = {"experiment": "diffusion-episodes", "name": "larger steps, shorter episodes: x", "holds": True,
-             "flagged": False, "measured": 0.5, "predicted": 0.0, "z": 3.0, "detail": "", "side": "at_least"}
+    claim = {"experiment": "diffusion-episodes", "id": "shorter-episodes", "name": "larger steps, shorter episodes: x",
+             "holds": True, "flagged": False, "measured": 0.5, "predicted": 0.0, "z": 3.0, "detail": "",
+             "side": "at_least"}
+    ema, arr = {**claim, "id": "ema-lengthens@lr=0.001"}, {**claim, "id": "arrhenius-slope"}
     fit = {"verdict": "disagrees", "how": "V = -0.0006 +- 0.0001"}
-    rows = {r["prediction"][:10]: r for r in comparisons([claim], {"diffusion-episodes": {"stylized_fit": fit}})}
+    rows = {r["prediction"][:10]: r for r in comparisons([claim, ema, arr], {"diffusion-episodes": {"stylized_fit": fit}})}
     assert rows["Fitted to "]["verdict"] == "disagrees" and rows["Fitted to "]["how"] == fit["how"]
     assert rows["Larger ste"]["verdict"] == "agrees"  # the claim itself holds
 
@@ -341,7 +369,7 @@ def test_a_table_with_nan_stops_its_experiment_with_a_message_not_a_traceback(tm
     exp = EXPERIMENTS["refit"]
 
     def broken(cfg, ctx):
-        return Outcome([claim("x", 1.0, 1.0, 0.1)], {"t": pd.DataFrame({"a": [1.0, np.nan]})})
+        return Outcome([claim("c", "x", 1.0, 1.0, 0.1)], {"t": pd.DataFrame({"a": [1.0, np.nan]})})
 
     monkeypatch.setattr(exp, "run", broken)
     res = run_suite(["refit"], tmp_path / "D", quick=True)

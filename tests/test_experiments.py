@@ -5,6 +5,8 @@ import json
 import pandas as pd
 import pytest
 
+from memdyn.claims import ID_PATTERN
+from memdyn.practice import comparisons
 from memdyn.runner import run_suite
 
 
@@ -18,6 +20,9 @@ def test_quick_experiment_claims_hold(tmp_path, name):
     failing = [c["name"] for c in summary.claims if not c["holds"]]
     assert summary.claims and not failing, failing
     res = json.loads((tmp_path / f"run/{name}/results.json").read_text())
+    ids = [c["id"] for c in res["claims"]]  # stable ids, unique within the experiment
+    assert len(set(ids)) == len(ids) and all(ID_PATTERN.fullmatch(i) for i in ids), ids
+    comparisons(summary.claims)  # every id the theory-vs-practice rows need from it is there (raises otherwise)
     for t in res["tables"]:
         df = pd.read_parquet(tmp_path / "run" / t)
         plain = [c for c in df.columns if not pd.api.types.is_extension_array_dtype(df[c].dtype)]

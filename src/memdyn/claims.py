@@ -27,16 +27,22 @@ measured +- 1.96 se. A claim built on a line fit carries the fit's misfit: ``fla
 the fit is inconsistent with a line (see :func:`memdyn.stats.line_fit`), and the report shows it.
 
 All numbers must be finite: a NaN never reaches results.json.
+
+Every claim has an ``id``: a short slug given by the experiment, unique within it and stable when
+the claim's text is reworded (a claim about one setting of a grid carries the setting, as in
+``episode-length@a=0.001``). The report's comparisons and any other reader pair claims by id, never
+by their text.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass
 
 from .stats import LineFit
 
-__all__ = ["Claim", "claim", "Z_CI", "Z_TOL"]
+__all__ = ["Claim", "claim", "ID_PATTERN", "Z_CI", "Z_TOL"]
 
 Z_CI = 1.959963984540054
 Z_TOL = 4.0
@@ -46,6 +52,7 @@ Z_TOL = 4.0
 class Claim:
     """One prediction vs one measurement, with its error budget (see the module docstring)."""
 
+    id: str
     name: str
     predicted: float
     measured: float
@@ -73,14 +80,22 @@ class Claim:
         return {**asdict(self), "kind": self.kind}
 
 
-def claim(name: str, predicted: float, measured: float, se: float = 0.0, *, predicted_se: float = 0.0,
+#: what a claim id may look like: a lower-case slug, then optionally @ and settings
+ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]*(@[A-Za-z0-9_.=,+-]+)?")
+
+
+def claim(id: str, name: str, predicted: float, measured: float, se: float = 0.0, *, predicted_se: float = 0.0,
           systematic: float = 0.0, systematic_source: str = "", accuracy: float = 0.0, accuracy_source: str = "",
           fit: LineFit | None = None, detail: str = "", side: str = "both") -> Claim:
     """Build a :class:`Claim` from an estimate and its error budget (see the module docstring).
 
     Parameters
     ----------
+    id : str
+        The claim's stable id (:data:`ID_PATTERN`: ``slug`` or ``slug@key=value,...``), unique within
+        the experiment.
     name : str
+        What is claimed, in words (free to be reworded).
     predicted, measured : float
     se, predicted_se : float
         Standard errors of the measurement and of the prediction (>= 0).
@@ -94,6 +109,9 @@ def claim(name: str, predicted: float, measured: float, se: float = 0.0, *, pred
     detail : str
     side : {'both', 'at_least', 'at_most'}
     """
+    if not (isinstance(id, str) and ID_PATTERN.fullmatch(id)):
+        raise ValueError(f"claim {name!r}: id must be a slug such as 'episode-length@a=0.001' ({ID_PATTERN.pattern}), "
+                         f"got {id!r}")
     if side not in ("both", "at_least", "at_most"):
         raise ValueError(f"claim {name!r}: side must be 'both', 'at_least' or 'at_most', got {side!r}")
     vals = {"predicted": predicted, "measured": measured, "se": se, "predicted_se": predicted_se,
@@ -116,6 +134,6 @@ def claim(name: str, predicted: float, measured: float, se: float = 0.0, *, pred
     flagged = bool(fit is not None and fit.flagged)
     if fit is not None:
         detail = f"{detail}; {fit.misfit}" if detail else fit.misfit
-    return Claim(name, predicted, measured, float(se), float(predicted_se), float(systematic), systematic_source,
+    return Claim(id, name, predicted, measured, float(se), float(predicted_se), float(systematic), systematic_source,
                  float(accuracy), accuracy_source, tol, measured - Z_CI * se, measured + Z_CI * se, bool(holds),
                  diff / stat if stat > 0 else None, flagged, detail, side)

@@ -34,52 +34,71 @@ __all__ = ["Comparison", "COMPARISONS", "StylizedFit", "comparisons", "stylized_
 
 @dataclass(frozen=True)
 class Comparison:
-    """One prediction; ``stylized`` and ``real`` are (experiment, claim-name prefix) pairs (``stylized``
-    None when the stylized model does not speak to it); ``form``: the key of a boolean in the real
+    """One prediction; ``stylized`` and ``real`` are (experiment, claim ids) pairs (``stylized`` None
+    when the stylized model does not speak to it). A claim id with its settings (``keeps-diversity@mixed``)
+    names one claim; a bare slug (``heterozygosity``) names every claim of that slug, whatever its
+    settings (``heterozygosity@N=20,g=10``, ...). Each one must be found in an experiment that ran
+    (:func:`comparisons` raises otherwise): claims are paired by id, never by their text. ``form``: the
+    key of a boolean in the real
     experiment's summary that says whether its data have the predicted form (its ``verdict`` says
     why); ``fit``: the key of a summary entry {"verdict", "how"} from a fit of the stylized model to
     the real run (:meth:`StylizedFit.verdict`), which decides the row when no real claim fails."""
 
     prediction: str
-    stylized: tuple[str, str] | None
-    real: tuple[str, str]
+    stylized: tuple[str, tuple[str, ...]] | None
+    real: tuple[str, tuple[str, ...]]
     form: str | None = None
     fit: str | None = None
 
 
 COMPARISONS = [
     Comparison("Larger steps give shorter memorization episodes",
-               ("noise-mitigation", "episode length ratio when a grows"),
-               ("diffusion-episodes", "larger steps, shorter episodes")),
+               ("noise-mitigation", ("episode-length-ratio@knob=step",)),
+               ("diffusion-episodes", ("shorter-episodes",))),
     Comparison("Episode lengths are Arrhenius in the step: ln L grows linearly in 1/a with slope the barrier V",
-               ("memorization", "Arrhenius slope"),
-               ("diffusion-episodes", "Arrhenius slope"), form="arrhenius_form"),
+               ("memorization", ("arrhenius-slope",)),
+               ("diffusion-episodes", ("arrhenius-slope",)), form="arrhenius_form"),
     Comparison("Fitted to a real run (barrier V from its episode lengths, eps from its parameters' influence), the "
                "stylized law L = P exp(V / a) / a with V >= 0 describes the run's episode lengths",
-               ("memorization", "Arrhenius slope"),
-               ("diffusion-episodes", "larger steps, shorter episodes"), fit="stylized_fit"),
+               ("memorization", ("arrhenius-slope",)),
+               ("diffusion-episodes", ("shorter-episodes",)), fit="stylized_fit"),
     Comparison("Less noise in the sampled parameters lengthens episodes (stylized: smaller sigma; real: EMA weights)",
-               ("noise-mitigation", "episode length ratio when sigma grows"),
-               ("diffusion-episodes", "EMA")),
+               ("noise-mitigation", ("episode-length-ratio@knob=sigma",)),
+               ("diffusion-episodes", ("ema-lengthens",))),
     Comparison("Retrained on its own samples, a model loses diversity at least as fast as Wright-Fisher resampling "
                "(replace)",
-               ("collapse", "E[heterozygosity]"),
-               ("self-consuming", "replace (alpha = 0) loses diversity")),
+               ("collapse", ("heterozygosity",)),
+               ("self-consuming", ("replace-diversity",))),
     Comparison("Fresh real data or accumulated samples keep diversity",
-               ("degeneration", "stationary homozygosity"),
-               ("self-consuming", "fresh real data")),
+               ("degeneration", ("homozygosity",)),
+               ("self-consuming", ("keeps-diversity@mixed", "keeps-diversity@accumulate"))),
     Comparison("Memorization sets in later for a larger training set: tau_mem grows like n",
-               None, ("diffusion-tau-mem", "slope of ln tau_mem"), form="onset_form"),
+               None, ("diffusion-tau-mem", ("tau-mem-slope-at-most-1", "tau-mem-slope-positive")), form="onset_form"),
     Comparison("Samples look real before they copy: tau_gen grows more slowly than tau_mem",
-               None, ("diffusion-tau-mem", "tau_gen grows more slowly")),
+               None, ("diffusion-tau-mem", ("tau-gen-slower",))),
 ]
 
 
+def _matches(claim_id: str, wanted: str) -> bool:
+    """A full id names itself; a bare slug names every claim of that slug, whatever its settings."""
+    return claim_id == wanted or ("@" not in wanted and claim_id.startswith(wanted + "@"))
+
+
 def _find(claims: list[dict], where) -> list[dict]:
+    """The claims ``where`` = (experiment, ids) names, in the run's order; [] when that experiment did not
+    run. Raises ValueError when it ran and one of the ids has no claim (a claim renamed or dropped
+    would otherwise leave its row silently incomplete)."""
     if where is None:
         return []
-    exp, prefix = where
-    return [c for c in claims if c.get("experiment") == exp and c["name"].startswith(prefix)]
+    exp, ids = where
+    ran = [c for c in claims if c.get("experiment") == exp]
+    if not ran:
+        return []
+    for wanted in ids:
+        if not any(_matches(c.get("id", ""), wanted) for c in ran):
+            raise ValueError(f"theory vs practice: {exp} ran but has no claim with id {wanted!r} (its ids: "
+                             f"{', '.join(sorted({c.get('id', '?') for c in ran}))}); a comparison needs it")
+    return [c for c in ran if any(_matches(c.get("id", ""), w) for w in ids)]
 
 
 def _verdict(real: list[dict], summary: dict, form: str | None, fit: str | None = None) -> tuple[str, str]:

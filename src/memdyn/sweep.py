@@ -300,12 +300,13 @@ def sweep(experiment: str, grid: dict[str, list], seeds, out, *, quick: bool = F
         if res["errors"]:
             errors[key] = "; ".join(res["errors"].values())
         for c in res["claims"]:
-            rows.append({**p, "seed": s, "claim": c["name"], "predicted": c["predicted"], "measured": c["measured"],
+            rows.append({**p, "seed": s, "id": c["id"], "claim": c["name"], "predicted": c["predicted"],
+                         "measured": c["measured"],
                          "se": c.get("se", 0.0), "z": c.get("z"), "holds": bool(c["holds"]),
                          "side": c.get("side", "both"), "kind": c.get("kind", "")})
     table = pd.DataFrame(rows)
     if not rows:
-        table = pd.DataFrame(columns=[*keys, "seed", "claim", "predicted", "measured", "se", "z", "holds", "side",
+        table = pd.DataFrame(columns=[*keys, "seed", "id", "claim", "predicted", "measured", "se", "z", "holds", "side",
                                       "kind"])
     # z is NA for deterministic claims (no standard error)
     table = table.astype({"z": "Float64", **{k: str for k in keys if not _numeric(grid[k])}})

@@ -83,13 +83,15 @@ class Collapse(Experiment):
             R = c["time"].size
             frac = np.bincount(c["atom"], minlength=K) / R
             for i in range(K):
-                claims.append(claim(f"P(collapse onto point {i}), N={N}", mu0[i], frac[i],
+                claims.append(claim(f"collapse-point@N={N},point={i}",
+                                    f"P(collapse onto point {i}), N={N}", mu0[i], frac[i],
                                     binomial_se(frac[i], R),
                                     detail="= its initial weight mu_0(i) (martingale)"))
             H0 = 1 - float(np.sum(mu0**2))
             for j, g in enumerate(gens):
                 m, se = mean_se(c["het_at"][:, j])
-                claims.append(claim(f"E[heterozygosity] at g={g}, N={N}", H0 * (1 - 1 / N) ** g, m, se,
+                claims.append(claim(f"heterozygosity@N={N},g={g}",
+                                    f"E[heterozygosity] at g={g}, N={N}", H0 * (1 - 1 / N) ** g, m, se,
                                     detail="(1 - 1/N)^g H_0 exactly"))
             t_mean, t_se = mean_se(c["time"])
             diffusion = _diffusion_time(mu0, N)
@@ -97,11 +99,13 @@ class Collapse(Experiment):
                 mc, S = wright_fisher_chain(N, K)
                 start = np.flatnonzero((S == initial_counts(w, N)).all(1))[0]
                 exact = float(mc.mean_absorption_time()[np.searchsorted(mc.transient_states, start)])
-                claims.append(claim(f"mean collapse time (generations), N={N}", exact, t_mean, t_se,
+                claims.append(claim(f"collapse-time@N={N}",
+                                    f"mean collapse time (generations), N={N}", exact, t_mean, t_se,
                                     detail=f"exact {K}-type Wright-Fisher absorbing chain"))
             else:
                 exact = float("nan")
-                claims.append(claim(f"mean collapse time (generations), N={N}", diffusion, t_mean, t_se,
+                claims.append(claim(f"collapse-time@N={N}",
+                                    f"mean collapse time (generations), N={N}", diffusion, t_mean, t_se,
                                     detail="diffusion approximation -2N sum (1-mu0) ln(1-mu0)"))
             rows.append({"N": N, "generations": G, "replicates": R, "mean_collapse_time": t_mean,
                          "collapse_time_se": t_se, "exact_chain": exact if label == "small" else -1.0,

@@ -108,16 +108,20 @@ class Degeneration(Experiment):
             near_exact = float(pi[near_states].sum())
             at_exact = float(pi[0] + pi[N])
             f_star = stationary_homozygosity(alpha, N, G2)
-            claims.append(claim(f"stationary homozygosity, N*alpha={N * alpha:g}", f_star, f_m, f_se,
+            claims.append(claim(f"homozygosity@N_alpha={N * alpha:g}",
+                                f"stationary homozygosity, N*alpha={N * alpha:g}", f_star, f_m, f_se,
                                 detail="closed form F*"))
-            claims.append(claim(f"fraction of generations near a point mass, N*alpha={N * alpha:g}", near_exact,
+            claims.append(claim(f"near-point-mass@N_alpha={N * alpha:g}",
+                                f"fraction of generations near a point mass, N*alpha={N * alpha:g}", near_exact,
                                 near_m, near_se, detail=f"exact stationary law of the chain; near = share >= {cfg.near}"))
             if at_exact * c["cells"] >= MIN_EVENTS:  # a rarer fraction has too few hits for its standard error
-                claims.append(claim(f"fraction of generations at a point mass (no absorption), N*alpha={N * alpha:g}",
+                claims.append(claim(f"at-point-mass@N_alpha={N * alpha:g}",
+                                    f"fraction of generations at a point mass (no absorption), N*alpha={N * alpha:g}",
                                     at_exact, at_m, at_se, detail="exact stationary probability of the two collapsed "
                                                                   "states; absorption would drive it to 1"))
             back_pred = w[0] + (1 - alpha) ** g_r * (1 - w[0])
-            claims.append(claim(f"E mu_g(0) at g={g_r} from a collapsed start, N*alpha={N * alpha:g}", back_pred, share0,
+            claims.append(claim(f"return-to-mu0@N_alpha={N * alpha:g}",
+                                f"E mu_g(0) at g={g_r} from a collapsed start, N*alpha={N * alpha:g}", back_pred, share0,
                                 share0_se, detail="mu_0(0) + (1 - alpha)^g (1 - mu_0(0)): the return to mu_0 at rate "
                                                   "1 - alpha"))
             rows.append({"alpha": alpha, "N_alpha": N * alpha, "homozygosity": f_m, "homozygosity_se": f_se,

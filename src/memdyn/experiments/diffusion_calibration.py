@@ -80,9 +80,9 @@ def _shifted(train: torch.Tensor, s: int) -> tuple[torch.Tensor, list]:
     return torch.cat(out), dirs
 
 
-def _rate_claim(name: str, flags: np.ndarray, bound: float, side: str, detail: str):
+def _rate_claim(id: str, name: str, flags: np.ndarray, bound: float, side: str, detail: str):
     rate = float(np.mean(flags))
-    return claim(name, bound, rate, binomial_se(rate, flags.size), side=side,
+    return claim(id, name, bound, rate, binomial_se(rate, flags.size), side=side,
                  detail=f"{int(np.sum(flags))} of {flags.size}; {detail}")
 
 
@@ -111,7 +111,8 @@ class DiffusionCalibration(Experiment):
         carlini_h = carlini_score(H, S)
         tiled_h = tiled_l2(H, S, max_shift=cfg.shift + 1).ratio
         for label, flags in (("pixel d1/d2 < 1/3", pixel_h < 1 / 3), ("tiled l2 ratio < 1/3", tiled_h < 1 / 3)):
-            claims.append(_rate_claim(f"held-out false positives, {label}", flags, FALSE_POSITIVE_MAX, "at_most",
+            claims.append(_rate_claim(f"false-positives@{label.split()[0]}",
+                                      f"held-out false positives, {label}", flags, FALSE_POSITIVE_MAX, "at_most",
                                       "real images not in the training set; target <= 1 %"))
         rows.append({"input": "held-out", "level": 0.0, "sigma": 0.0, "pixel_rate": float((pixel_h < 1 / 3).mean()),
                      "tiled_rate": float((tiled_h < 1 / 3).mean()), "carlini_rate": float((carlini_h < 1).mean())})
@@ -130,7 +131,8 @@ class DiffusionCalibration(Experiment):
             p = law.estimate
             se = max(math.sqrt(float((p * (1 - p)).sum()) / cfg.copies) / cfg.n, 1.0 / flags.size)
             bias = float(np.max([law.upper.mean() - p.mean(), p.mean() - law.lower.mean()]))
-            claims.append(claim(f"noisy copies, sigma = {f:g} sigma*: detection rate", float(p.mean()), rate, se,
+            claims.append(claim(f"noisy-copies@sigma={f:g}",
+                                f"noisy copies, sigma = {f:g} sigma*: detection rate", float(p.mean()), rate, se,
                                 systematic=bias, systematic_source="distance of the conditional-independence estimate "
                                 "to the farther end of the exact bracket of the intersection over neighbours",
                                 detail=f"sigma = {sigma:.4g} per pixel; {cfg.copies} copies of each of {cfg.n} items; "
@@ -146,10 +148,12 @@ class DiffusionCalibration(Experiment):
         tiled = tiled_l2(moved, S, max_shift=cfg.shift + 1)
         tiled_s = tiled.ratio < 1 / 3
         right = tiled.nearest == np.tile(np.arange(cfg.n), len(dirs))
-        claims.append(_rate_claim(f"shifted copies ({cfg.shift} px), tiled l2 ratio < 1/3 with the right item",
+        claims.append(_rate_claim("shifted-copies-tiled",
+                                  f"shifted copies ({cfg.shift} px), tiled l2 ratio < 1/3 with the right item",
                                   tiled_s & right, TRUE_POSITIVE_MIN, "at_least", "target >= 99 %"))
         gap = tiled_s.astype(float) - pixel_s.astype(float)
-        claims.append(claim(f"shifted copies ({cfg.shift} px): tiled l2 catches more than the pixel ratio", 0.0,
+        claims.append(claim("shifted-copies-tiled-vs-pixel",
+                            f"shifted copies ({cfg.shift} px): tiled l2 catches more than the pixel ratio", 0.0,
                             float(gap.mean()), float(gap.std(ddof=1) / math.sqrt(gap.size)), side="at_least",
                             detail=f"pixel ratio flags {pixel_s.mean():.1%}, tiled l2 {tiled_s.mean():.1%} of "
                                    f"{gap.size}; one-sided: difference of paired rates >= 0"))
@@ -162,9 +166,11 @@ class DiffusionCalibration(Experiment):
         samples = ddim_sample(model, z, schedule, steps=cfg.sample_steps).double()
         pixel_o = probe_states(samples.reshape(cfg.probes, -1), flat).ratio
         carlini_o = carlini_score(samples, S)
-        claims.append(_rate_claim("empirical-optimal denoiser: f_mem (pixel d1/d2 < 1/3)", pixel_o < 1 / 3,
+        claims.append(_rate_claim("optimal-denoiser-fmem",
+                                  "empirical-optimal denoiser: f_mem (pixel d1/d2 < 1/3)", pixel_o < 1 / 3,
                                   TRUE_POSITIVE_MIN, "at_least", f"{cfg.probes} DDIM samples; target >= 99 %"))
-        claims.append(_rate_claim("empirical-optimal denoiser: Carlini score < 1", carlini_o < 1, TRUE_POSITIVE_MIN,
+        claims.append(_rate_claim("optimal-denoiser-carlini",
+                                  "empirical-optimal denoiser: Carlini score < 1", carlini_o < 1, TRUE_POSITIVE_MIN,
                                   "at_least", f"{cfg.probes} DDIM samples; target >= 99 %"))
         rows.append({"input": "empirical-optimal denoiser", "level": 0.0, "sigma": 0.0,
                      "pixel_rate": float((pixel_o < 1 / 3).mean()), "carlini_rate": float((carlini_o < 1).mean())})

@@ -69,7 +69,7 @@ class DiffusionEpisodesConfig(ExperimentConfig):
     lrs: list[float] = Field([2.5e-4, 1e-3, 4e-3], min_length=3, max_length=8,
                              description="constant Adam learning rates (>= 3, increasing, each in (0, 0.05])")
     ema: float = Field(0.999, gt=0, lt=1, description="EMA decay of the weights in the EMA runs")
-    ema_lrs: list[float] | None = Field(None, max_length=8, description=(
+    ema_lrs: list[float] | None = Field(None, min_length=1, max_length=8, description=(
         "learning rates (from lrs) also run with EMA sampling; default: all of them"))
     replicates: int = Field(2, ge=1, le=20, description=(
         "training runs per condition (each: its own digits, weights, batches and probes, shared across conditions)"))
@@ -158,11 +158,13 @@ class DiffusionEpisodes(Experiment):
         power_b = bootstrap_slopes(logs, yb, se)
         claims = []
         d, db = y[0] - y[-1], yb[:, 0] - yb[:, -1]
-        claims.append(claim(f"larger steps, shorter episodes: ln L(lr={plain[0]:g}) - ln L(lr={plain[-1]:g})", 0.0, d,
+        claims.append(claim("shorter-episodes",
+                            f"larger steps, shorter episodes: ln L(lr={plain[0]:g}) - ln L(lr={plain[-1]:g})", 0.0, d,
                             _sd(db), side="at_least",
                             detail=(f"mean episode lengths {math.exp(y[0]):.0f} and {math.exp(y[-1]):.0f} steps; "
                                     "one-sided; se from a bootstrap over probes, paired across learning rates")))
-        claims.append(claim("Arrhenius slope of ln L against 1/lr (a barrier V > 0)", 0.0, arr.slope, _sd(slope_b),
+        claims.append(claim("arrhenius-slope",
+                            "Arrhenius slope of ln L against 1/lr (a barrier V > 0)", 0.0, arr.slope, _sd(slope_b),
                             side="at_least", fit=arr,
                             detail=(f"the line's chi2 = {arr.chi2:.3g} on {arr.dof} dof (p = {arr.p_value:.2g}); a power "
                                     f"law ln L = c + b ln lr gives b = {power.slope:.3f} +- {_sd(power_b):.3f} "
@@ -170,7 +172,8 @@ class DiffusionEpisodes(Experiment):
         for lr in ema_lrs:
             e, eb = rate[(lr, False)] - rate[(lr, True)], rate_b[(lr, False)] - rate_b[(lr, True)]
             bound = "at least " if rate[(lr, True)] == 0 else ""
-            claims.append(claim(f"EMA ({cfg.ema:g}) lengthens episodes at lr={lr:g}: exit rate (per step) without EMA - "
+            claims.append(claim(f"ema-lengthens@lr={lr:g}",
+                                f"EMA ({cfg.ema:g}) lengthens episodes at lr={lr:g}: exit rate (per step) without EMA - "
                                 "with EMA", 0.0, e, _sd(eb), side="at_least",
                                 detail=(f"mean lengths {bound}{math.exp(lnl[(lr, True)]):.0f} (EMA) and "
                                         f"{math.exp(lnl[(lr, False)]):.0f} steps; one-sided, paired bootstrap")))

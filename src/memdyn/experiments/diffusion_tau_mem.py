@@ -137,12 +137,15 @@ class DiffusionTauMem(Experiment):
         base = (f"{cfg.seeds} runs per n, one point each; tau_mem interpolated where f_mem crosses {cfg.threshold}; "
                 f"least squares, se from the residual scatter")
         claims = [
-            claim("slope of ln tau_mem vs ln n is at most 1 (Bonnaire et al.: tau_mem ~ n, reached from below when "
+            claim("tau-mem-slope-at-most-1",
+                  "slope of ln tau_mem vs ln n is at most 1 (Bonnaire et al.: tau_mem ~ n, reached from below when "
                   "memorization also needs an n-independent onset)", 1.0, fm.slope, fm.slope_se, side="at_most",
                   detail=f"{base}; {form}"),
-            claim("slope of ln tau_mem vs ln n is positive (tau_mem grows with n)", 0.0, fm.slope, fm.slope_se,
+            claim("tau-mem-slope-positive",
+                  "slope of ln tau_mem vs ln n is positive (tau_mem grows with n)", 0.0, fm.slope, fm.slope_se,
                   side="at_least", detail=base),
-            claim("tau_gen grows more slowly than tau_mem: slope(mem) - slope(gen)", 0.0, fm.slope - fg.slope,
+            claim("tau-gen-slower",
+                  "tau_gen grows more slowly than tau_mem: slope(mem) - slope(gen)", 0.0, fm.slope - fg.slope,
                   math.hypot(fm.slope_se, fg.slope_se), side="at_least",
                   detail=f"slope of ln tau_gen vs ln n = {fg.slope:.3f} +- {fg.slope_se:.3f}; one-sided"),
         ]

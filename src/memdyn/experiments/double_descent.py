@@ -151,7 +151,8 @@ class DoubleDescent(Experiment):
         ext = extrapolate(grid ** (1 / 3), vals, degree=3)
         c_f, _ = self.landscape(cfg, 0.01).fold("left")
         limit = math.log((cfg.y_target - cfg.y_start) / (cfg.y_target - c_f))
-        return claim("the 1/eps law: noise-free plateau in slow time, extrapolated to eps -> 0, vs the fold crossing "
+        return claim("plateau-law",
+                     "the 1/eps law: noise-free plateau in slow time, extrapolated to eps -> 0, vs the fold crossing "
                      "ln((y_t - y_0)/(y_t - c_f))", limit, ext.value, systematic=ext.bias,
                      systematic_source="change from the extrapolation of one degree less (residual bias)",
                      detail=(f"-ln(1 - a eps) * plateau at eps = {grid[0]:g} .. {grid[-1]:g}, a cubic in eps^(1/3) "
@@ -221,7 +222,8 @@ class DoubleDescent(Experiment):
                          "plateau_exact": e["jump"] - e["in"], "plateau_exact_bias": e["jump_bias"] + e["in_bias"],
                          "jump": float(m["jump"].mean()), "jump_exact": e["jump"], "fold_step": self.fold_step(cfg, eps),
                          "jump_noise_free": det["jump"], "plateau_noise_free": det["jump"] - det["in"], "steps": K})
-            claims.append(claim(f"mean plateau (steps), eps = {eps:g}", e["jump"] - e["in"], plateau, plateau_se,
+            claims.append(claim(f"plateau@eps={eps:g}",
+                                f"mean plateau (steps), eps = {eps:g}", e["jump"] - e["in"], plateau, plateau_se,
                                 systematic=e["jump_bias"] + e["in_bias"], systematic_source=MESH_SRC,
                                 detail=f"from x >= {x_in:.3g} to x >= {x_jump:.3g}; exact discrete chain along the slow "
                                        f"path; the slow path crosses the fold at k_f = {self.fold_step(cfg, eps):.0f}"))
@@ -237,7 +239,8 @@ class DoubleDescent(Experiment):
         mesh_slope = sum(abs(line_fit(u, np.log(tab["plateau_exact"].to_numpy()) + b * (np.arange(len(u)) == i),
                                       y_se).slope - exact_fit.slope) for i in range(len(u)))
         det_fit = line_fit(u, np.log(tab["plateau_noise_free"].to_numpy()), y_se)
-        claims.append(claim("slope of ln(plateau) vs ln(1/eps): measured vs the exact chain's", exact_fit.slope, slope,
+        claims.append(claim("plateau-slope",
+                            "slope of ln(plateau) vs ln(1/eps): measured vs the exact chain's", exact_fit.slope, slope,
                             slope_se, fit=ratio, systematic=mesh_slope, systematic_source=MESH_SRC,
                             detail=(f"the measured-to-exact ratio is fitted (the curvature both share cancels); same grid "
                                     f"and weights. The a, sigma -> 0 law gives 1; the noise-free chain's slope is "
@@ -254,7 +257,8 @@ class DoubleDescent(Experiment):
             a_m, a_se = mean_se(det["jump"] - m["jump"])
             adv.append({"sigma": sigma, "advance": a_m, "advance_se": a_se, "advance_exact": det["jump"] - e["jump"],
                         "m": m, "e": e})
-            claims.append(claim(f"early jump: noise-free jump step minus mean jump step, sigma = {sigma:.3g}, eps = {mid:g}",
+            claims.append(claim(f"early-jump@sigma={sigma:.3g}",
+                                f"early jump: noise-free jump step minus mean jump step, sigma = {sigma:.3g}, eps = {mid:g}",
                                 det["jump"] - e["jump"], a_m, a_se, systematic=e["jump_bias"], systematic_source=MESH_SRC,
                                 detail=f"noise-free chain jumps at step {det['jump']}; a sigma^2 = "
                                        f"{cfg.step * sigma**2:.3g}"))
@@ -265,7 +269,8 @@ class DoubleDescent(Experiment):
         i_mid = int(np.argmin(np.abs(m["steps"] - k_mid)))
         for label, i in (("middle of the plateau", i_mid), ("end of the run", len(m["steps"]) - 1)):
             v, v_se = float(m["error_mean"][i]), float(m["error_se"][i])
-            claims.append(claim(f"test error at step {int(m['steps'][i])} ({label}), eps = {mid:g}", e["error"][i], v,
+            claims.append(claim(f"test-error@at={label.split()[0]}",
+                                f"test error at step {int(m['steps'][i])} ({label}), eps = {mid:g}", e["error"][i], v,
                                 v_se, systematic=float(e["error_bias"][i]), systematic_source=MESH_SRC,
                                 detail=f"E_test = (x - x_test)^2, x_test = {x_test:.4g}; starts at "
                                        f"{(cfg.x_start - x_test) ** 2:.4g}"))

@@ -187,7 +187,8 @@ class ExitTimes(Experiment):
                 what = ("exact mean exit time of the discrete chain (absorbing chain on the transfer operator)"
                         if dim == 1 else "exact mean exit time of the 2-D discrete chain (absorbing chain on its "
                                          "transfer operator, extrapolated to zero cell width)")
-                claims.append(claim(f"mean exit time (steps), a={a:.4g}, {dim}-D", ex_a, fit.mean, fit.mean_se,
+                claims.append(claim(f"exit-time@a={a:.4g},dim={dim}",
+                                    f"mean exit time (steps), a={a:.4g}, {dim}-D", ex_a, fit.mean, fit.mean_se,
                                     systematic=ex_bias, systematic_source=mesh_src if dim == 2 else "",
                                     detail=f"censoring-aware MLE; {what}"))
         tab = pd.DataFrame(rows)
@@ -204,7 +205,8 @@ class ExitTimes(Experiment):
                                               t["mean_se"]).barrier - ex_fit.barrier) for i in range(len(t)))
             where = ("V = 2 dF / sigma^2" if dim == 1 else
                      "V from gMAM for the drift -grad F with noise sigma^2 diag(1, r^2)")
-            claims.append(claim(f"Arrhenius slope, {dim}-D: measured vs the same fit of the exact discrete chain",
+            claims.append(claim(f"arrhenius-slope@dim={dim}",
+                                f"Arrhenius slope, {dim}-D: measured vs the same fit of the exact discrete chain",
                                 ex_fit.barrier, meas.barrier, meas.barrier_se, fit=meas.line, systematic=sys_slope,
                                 systematic_source=mesh_src if dim == 2 else "",
                                 detail=f"a->0 limit {where} = {barrier:.4g}; same grid and weights"))
@@ -217,10 +219,12 @@ class ExitTimes(Experiment):
         ext_p = extrapolate(fine, np.log(fine * T) - V / fine, degree=2)  # ln(a T) - V/a = ln P + O(a)
         log_p = math.log(2 * math.pi / math.sqrt(well.d2f(x0) * abs(well.d2f(well.saddle))))
         src = "change from the extrapolation of one degree less, on the exact SDE values (residual bias)"
-        claims.append(claim("Arrhenius barrier: exact mean exit times extrapolated to a->0 vs V = 2 dF/sigma^2", V,
+        claims.append(claim("arrhenius-barrier",
+                            "Arrhenius barrier: exact mean exit times extrapolated to a->0 vs V = 2 dF/sigma^2", V,
                             ext_v.value, systematic=ext_v.bias, systematic_source=src,
                             detail=f"a ln(a T), cubic in a, V/a in [40, 120]; quadratic: {ext_v.lower:.6g}"))
-        claims.append(claim("Eyring-Kramers prefactor: ln(a T) - V/a extrapolated to a->0 vs "
+        claims.append(claim("eyring-kramers-prefactor",
+                            "Eyring-Kramers prefactor: ln(a T) - V/a extrapolated to a->0 vs "
                             "ln(2 pi / sqrt(F''(min) |F''(saddle)|))", log_p, ext_p.value, systematic=ext_p.bias,
                             systematic_source=src, detail=f"quadratic in a, V/a in [40, 120]; linear: {ext_p.lower:.6g}"))
 
@@ -236,7 +240,8 @@ class ExitTimes(Experiment):
         log_T = (4 * np.log(lim2["fine"]) - np.log(lim2["coarse"])) / 3  # the O(h^2) mesh error removed
         ext_v2 = extrapolate(fine2, fine2 * (log_T + np.log(fine2)), degree=3)
         mesh_v2 = abs(ext_v2.value - extrapolate(fine2, fine2 * np.log(fine2 * lim2["fine"]), degree=3).value)
-        claims.append(claim("Arrhenius barrier, 2-D: exact SDE mean exit times extrapolated to a->0 vs V from gMAM",
+        claims.append(claim("arrhenius-barrier@dim=2",
+                            "Arrhenius barrier, 2-D: exact SDE mean exit times extrapolated to a->0 vs V from gMAM",
                             V2, ext_v2.value, systematic=ext_v2.bias + mesh_v2,
                             systematic_source="change from the extrapolation of one degree less, plus the change from "
                                               "the Richardson step in the mesh spacing (residual biases)",
@@ -255,7 +260,8 @@ class ExitTimes(Experiment):
             return {"grid": sim["exit_time"].grid_time[sim["exit_time"].exited].astype(float)}
 
         times = ctx.cell("law", law_cell)["grid"]
-        claims.append(claim(f"coefficient of variation of exit times, a={a:.4g}", math.sqrt(var_ex) / m_ex,
+        claims.append(claim(f"exit-time-cv@a={a:.4g}",
+                            f"coefficient of variation of exit times, a={a:.4g}", math.sqrt(var_ex) / m_ex,
                             coefficient_of_variation(times),
                             bootstrap_se(times, coefficient_of_variation, seed=ctx.seed_for("bootstrap")),
                             detail="exponential law (CV = 1 as a->0); exact discrete chain's CV; bootstrap se"))

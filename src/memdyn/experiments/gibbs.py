@@ -97,7 +97,8 @@ class Gibbs(Experiment):
                                      ctx, getattr(torch, cfg.dtype)):
             a = row["step"]
             rows.append({**row, "temperature": a * sigma**2 / 2})
-            claims.append(claim(f"right-well occupation at a={a:.4g}", row["p_right_exact"], row["p_right"],
+            claims.append(claim(f"occupation@a={a:.4g}",
+                                f"right-well occupation at a={a:.4g}", row["p_right_exact"], row["p_right"],
                                 row["p_right_se"], detail="exact stationary law of the discrete chain (transfer operator)"))
         tab = pd.DataFrame(rows)
         ext_claims, res, exact, ext = double_well_extrapolation(tab, well, sigma, target, "a*ln(occupation ratio)",

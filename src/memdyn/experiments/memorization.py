@@ -169,12 +169,14 @@ class Memorization(Experiment):
                          "mixing": ref["mixing"], "mean": fit.mean, "mean_se": fit.mean_se, "events": fit.events,
                          "episodes": int(np.sum(c["state"] < n)), "memorized_fraction": frac, "memorized_fraction_se": frac_se,
                          "gibbs_fraction": law["gibbs"], "predicted_fraction": law["first_order"]})
-            claims.append(_episode_claim(f"mean episode length beyond k0 (steps), a={a:.4g}", ref, fit,
+            claims.append(_episode_claim(f"episode-length@a={a:.4g}",
+                                         f"mean episode length beyond k0 (steps), a={a:.4g}", ref, fit,
                                          f"core-set episodes of {cfg.chains} probes over {H} steps, residual life beyond "
                                          f"k0={k0}; exact discrete chain's quasi-stationary exit rate"
                                          + ("" if cfg.alpha == 1 else f", with generated data (alpha={cfg.alpha:g})")))
             if cfg.alpha == 1:  # the long-run law has a closed form only for Gaussian gradient noise
-                claims.append(_fraction_claim(f"fraction of time memorized (d1/d2 < 1/3), a={a:.4g}", law, frac, frac_se,
+                claims.append(_fraction_claim(f"memorized-fraction@a={a:.4g}",
+                                              f"fraction of time memorized (d1/d2 < 1/3), a={a:.4g}", law, frac, frac_se,
                                               a, th, f"FW energies with Laplace prefactors give "
                                                      f"{_laplace_fraction(th, cfg.sigma, a, land):.4f}; chains start "
                                                      "from the predicted law"))
@@ -186,7 +188,8 @@ class Memorization(Experiment):
                                      tab["mean_se"]).barrier - exact.barrier) for i in range(len(tab)))
         span = f"ln(a * mean) vs 1/a over V/a in [{V / steps[-1]:.2f}, {V / steps[0]:.2f}]"
         if cfg.alpha == 1:
-            claims.append(claim("Arrhenius slope of the episode length vs the barrier V (minimum action paths, FW)", V,
+            claims.append(claim("arrhenius-slope",
+                                "Arrhenius slope of the episode length vs the barrier V (minimum action paths, FW)", V,
                                 meas.barrier, meas.barrier_se, fit=meas.line,
                                 systematic=exact.barrier - V + math.copysign(mesh, exact.barrier - V),
                                 systematic_source=("finite-a bias computed as the exact discrete chain's slope on the "
@@ -195,12 +198,14 @@ class Memorization(Experiment):
                                 accuracy=GMAM_ACCURACY * V, accuracy_source="gMAM's documented relative accuracy",
                                 detail=f"{span}; exact chain's slope {exact.barrier:.5g}"))
         else:  # the barrier of the mixed (non-Gaussian) noise needs its own Hamiltonian: claim against the exact chain
-            claims.append(claim("Arrhenius slope of the episode length vs the exact discrete chain's", exact.barrier,
+            claims.append(claim("arrhenius-slope",
+                                "Arrhenius slope of the episode length vs the exact discrete chain's", exact.barrier,
                                 meas.barrier, meas.barrier_se, fit=meas.line, systematic=mesh,
                                 systematic_source="mesh bias of the exact chain's values",
                                 detail=f"{span} (V of Gaussian noise alone); generated data alpha={cfg.alpha:g}"))
         gb = float(np.mean(th.gradient_barrier[:n]))
-        claims.append(claim("barrier V by minimum action paths vs 2 (F(saddle) - F(min)) / sigma^2", gb, V,
+        claims.append(claim("barrier-mam",
+                            "barrier V by minimum action paths vs 2 (F(saddle) - F(min)) / sigma^2", gb, V,
                             accuracy=GMAM_ACCURACY * gb, accuracy_source="gMAM's documented relative accuracy",
                             detail=f"{len(th.saddles)} saddles by the string method; FW energies of the free state "
                                    f"E = {th.energies.E[-1]:.4g}"))
@@ -275,18 +280,18 @@ def _residual(c: dict, n: int, k0: int):
     return fit, float(np.mean(m)), float(np.std(m, ddof=1) / math.sqrt(m.size))
 
 
-def _episode_claim(name: str, ref: dict, fit, detail: str):
+def _episode_claim(id: str, name: str, ref: dict, fit, detail: str):
     """Measured mean residual episode length against the exact chain's quasi-stationary value."""
-    return claim(name, ref["mean"], fit.mean, fit.mean_se, systematic=ref["bias"] + QSD_CUT * ref["mean"],
+    return claim(id, name, ref["mean"], fit.mean, fit.mean_se, systematic=ref["bias"] + QSD_CUT * ref["mean"],
                  systematic_source=("residual mesh bias of the exact chain (change from one extrapolation degree less) "
                                     f"plus the quasi-stationary approach bound |lambda_2/lambda_1|^k0 <= {QSD_CUT:g}"),
                  detail=detail)
 
 
-def _fraction_claim(name: str, law: dict, frac: float, frac_se: float, a: float, th, detail: str):
+def _fraction_claim(id: str, name: str, law: dict, frac: float, frac_se: float, a: float, th, detail: str):
     """Measured fraction of time memorized against the first-order long-run law of the landscape."""
     remainder = 2 * a * float(th.curvature.max()) * abs(law["first_order"] - law["gibbs"])
-    return claim(name, law["first_order"], frac, frac_se, systematic=remainder + law["mesh_bias"],
+    return claim(id, name, law["first_order"], frac, frac_se, systematic=remainder + law["mesh_bias"],
                  systematic_source=("next order of the finite-step expansion, estimated as 2 a lambda_max times the "
                                     "first-order correction, plus the mesh bias of the integral"),
                  detail=(f"long-run law of the landscape: Gibbs exp(-2 F0 / (a sigma^2)) gives {law['gibbs']:.4f}, the "
@@ -349,7 +354,8 @@ def _sweeps(cfg, ctx: Context, S: np.ndarray):
         # the level error shifts the time by level_err / |df/dk|, averaged over the curve; the lag at most one stay
         slope = np.abs(np.gradient(predicted(c["steps"]), c["steps"])).mean()
         sys_t = lag + level_err / slope + abs(alt.s - ts.s) * k_star
-        claims.append(claim(f"onset step (memorized fraction follows the long-run law of c(y)), eps={eps:g}", k_star,
+        claims.append(claim(f"onset@eps={eps:g}",
+                            f"onset step (memorized fraction follows the long-run law of c(y)), eps={eps:g}", k_star,
                             ts.s * k_star, ts.se * k_star, systematic=sys_t,
                             systematic_source=("lag bound (one exact mean stay at the sweep's end) plus the long-run "
                                                "law's finite-step and mesh error over the curve's slope plus its "
@@ -388,7 +394,8 @@ def _sweeps(cfg, ctx: Context, S: np.ndarray):
 
     t = ctx.cell(f"trap_eps={eps_t:.6g}", trap_cell)
     measured = float(t["survived"]) / cfg.sweep_chains
-    claims.append(claim(f"trapped: probes still on their training point when c crosses c* (fast sweep, eps={eps_t:.3g})",
+    claims.append(claim("trapping",
+                        f"trapped: probes still on their training point when c crosses c* (fast sweep, eps={eps_t:.3g})",
                         pred, measured, math.sqrt(pred * (1 - pred) / cfg.sweep_chains),
                         systematic=pred_bias,
                         systematic_source=("interpolation of the transfer operator in c (5 vs 9 grid values) plus the "

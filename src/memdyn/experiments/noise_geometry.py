@@ -113,9 +113,11 @@ class NoiseGeometry(Experiment):
         target = float(E[0] - E[1])  # a ln(mu(R) / mu(L)) -> -(E_R - E_L)
         acc = "documented relative accuracy of min_action_path with 100 points (memdyn.ldp.GMAM_ACCURACY)"
         claims = [
-            claim("transition cost left -> right (gMAM vs quadrature)", vl, B[0, 1], accuracy=GMAM_ACCURACY * vl,
+            claim("transition-cost@left-to-right",
+                  "transition cost left -> right (gMAM vs quadrature)", vl, B[0, 1], accuracy=GMAM_ACCURACY * vl,
                   accuracy_source=acc, detail="V(s; -1) = int_{-1}^{s} 2 F'(x) / sigma(x)^2 dx"),
-            claim("transition cost right -> left (gMAM vs quadrature)", vr, B[1, 0], accuracy=GMAM_ACCURACY * vr,
+            claim("transition-cost@right-to-left",
+                  "transition cost right -> left (gMAM vs quadrature)", vr, B[1, 0], accuracy=GMAM_ACCURACY * vr,
                   accuracy_source=acc, detail="V(s; 1) = int_{s}^{1} 2 |F'(x)| / sigma(x)^2 dx"),
         ]
         noise = ProfileGaussian(sig)
@@ -124,14 +126,16 @@ class NoiseGeometry(Experiment):
                                      getattr(torch, cfg.dtype)):
             a = row["step"]
             rows.append({**row, "barrier_over_step": min(vl, vr) / a})
-            claims.append(claim(f"shallow-well occupation at a={a:.4g}", row["p_right_exact"], row["p_right"],
+            claims.append(claim(f"occupation@a={a:.4g}",
+                                f"shallow-well occupation at a={a:.4g}", row["p_right_exact"], row["p_right"],
                                 row["p_right_se"], detail="exact stationary law of the discrete chain, state-dependent kernel"))
         tab = pd.DataFrame(rows)
         smallest = tab.iloc[0]
         pick = fw.most_visited
         names = ("left (deeper)", "right (shallower)")
         p_pick = smallest["p_right"] if pick == 1 else 1 - smallest["p_right"]
-        claims.insert(2, claim(f"most visited well is the W-graph's pick, {names[pick]}: occupation of the pick minus the "
+        claims.insert(2, claim("w-graph-pick",
+                               f"most visited well is the W-graph's pick, {names[pick]}: occupation of the pick minus the "
                                f"other's at a={smallest['step']:.4g}", 0.0, 2 * p_pick - 1, 2 * smallest["p_right_se"],
                                side="at_least", detail=f"W-graph energies E = {np.round(E, 5).tolist()} from the gMAM "
                                                        f"costs; F(right) - F(left) = {well.delta_f:.4g}"))

@@ -149,13 +149,15 @@ class NoiseMitigation(Experiment):
                          "mean": fit.mean, "mean_se": fit.mean_se, "exact_chain": ref["mean"], "exact_bias": ref["bias"],
                          "memorized_fraction": frac, "memorized_fraction_se": frac_se})
             if name == "base":
-                claims.append(_episode_claim(f"mean episode length beyond k0 (steps), base a={a:.4g}, sigma={sigma:.4g}",
+                claims.append(_episode_claim("episode-length@setting=base",
+                                             f"mean episode length beyond k0 (steps), base a={a:.4g}, sigma={sigma:.4g}",
                                              ref, fit, f"core-set episodes of {cfg.chains} probes over {H} steps; exact "
                                                        "discrete chain's quasi-stationary exit rate"))
             if alpha == 1:
                 laws.append({"setting": name, "predicted_fraction": law["first_order"], "gibbs_fraction": law["gibbs"]})
                 th = _theory(n, cfg.radius, cfg.bandwidth, cfg.c, cfg.sigma)  # only its curvatures, free of sigma
-                claims.append(_fraction_claim(f"fraction of time memorized, {name} setting (a={a:.4g}, sigma={sigma:.4g})",
+                claims.append(_fraction_claim(f"memorized-fraction@setting={name}",
+                                              f"fraction of time memorized, {name} setting (a={a:.4g}, sigma={sigma:.4g})",
                                               law, frac, frac_se, a, th, "chains start from the predicted law"))
         fit0, frac0, frac0_se, ref0, _ = measured["base"]
         what = {"step": f"a grows x{cfg.step_factor:g}", "sigma": f"sigma grows x{cfg.sigma_factor:g}",
@@ -166,13 +168,15 @@ class NoiseMitigation(Experiment):
             r_meas = fit.mean / fit0.mean
             r_se = r_meas * math.hypot(fit.mean_se / fit.mean, fit0.mean_se / fit0.mean)
             rel = (ref["bias"] + QSD_CUT * ref["mean"]) / ref["mean"] + (ref0["bias"] + QSD_CUT * ref0["mean"]) / ref0["mean"]
-            claims.append(claim(f"episode length ratio when {what[name]}", r_pred, r_meas, r_se, systematic=r_pred * rel,
+            claims.append(claim(f"episode-length-ratio@knob={name}",
+                                f"episode length ratio when {what[name]}", r_pred, r_meas, r_se, systematic=r_pred * rel,
                                 systematic_source=("the two exact values' mesh biases and quasi-stationary approach "
                                                    "bounds, relative, added"),
                                 detail=f"exact discrete chains: {ref['mean']:.0f} vs {ref0['mean']:.0f} steps"
                                        + (" (generated-data steps in the operator)" if name == "alpha" else "")))
         fit, frac, frac_se, _, _ = measured["alpha"]
-        claims.append(claim(f"time memorized falls as alpha grows from {cfg.alpha_low:g} to 1: fraction(1) - "
+        claims.append(claim("alpha-memorized-fraction",
+                            f"time memorized falls as alpha grows from {cfg.alpha_low:g} to 1: fraction(1) - "
                             f"fraction({cfg.alpha_low:g})", 0.0, frac0 - frac, math.hypot(frac_se, frac0_se),
                             side="at_most",
                             detail=("direction only: the generated-data chain has no closed-form long-run law; "
@@ -253,7 +257,8 @@ class NoiseMitigation(Experiment):
         se = math.sqrt(predicted * (1 - predicted) / cfg.schedule_chains)
         kappa0 = 1 / refs[-1]["mean"]
         constant = burned.value * math.exp(-kappa0 * (K - burn))
-        cl = claim("permanent collapse: probes whose first episode never ends under a decaying step", predicted, measured,
+        cl = claim("permanent-collapse",
+                   "permanent collapse: probes whose first episode never ends under a decaying step", predicted, measured,
                    se, systematic=bias,
                    systematic_source=("mesh residual of the burn-in survival, interpolation of ln kappa in 1/a (cubic "
                                       "spline vs PCHIP), the whole Arrhenius-extrapolated tail below the grid, and half "

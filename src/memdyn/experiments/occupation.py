@@ -143,7 +143,7 @@ def sde_log_occupations(land, sigma, a: float, saddles, minima) -> np.ndarray:
     return np.array([logsumexp(logp[(x >= edges[i]) & (x < edges[i + 1])]) for i in range(edges.size - 1)])
 
 
-def extrapolation_claims(steps, y, y_se, y_exact, sde_limit, target: float, what: str, theory: str):
+def extrapolation_claims(steps, y, y_se, y_exact, sde_limit, target: float, what: str, theory: str, tag: str = ""):
     """The two a -> 0 claims on a ln(occupation ratio) over a step grid (see the module docstring).
 
     Parameters
@@ -154,6 +154,8 @@ def extrapolation_claims(steps, y, y_se, y_exact, sde_limit, target: float, what
         a -> a ln(ratio) of the SDE limit's stationary law (exact, any small a).
     target : float
         The theory's a -> 0 limit.
+    tag : str
+        Appended to the claims' ids (``a0-line``, ``a0-sde-limit``), e.g. ``@well=2``.
 
     Returns (claims, measured fit, exact-chain fit, extrapolation of the SDE limit).
     """
@@ -162,10 +164,12 @@ def extrapolation_claims(steps, y, y_se, y_exact, sde_limit, target: float, what
     fine = float(np.min(steps)) / np.linspace(4, 16, 6)
     ext = extrapolate(fine, [sde_limit(a) for a in fine], degree=2)
     claims = [
-        claim(f"{what}: line fit extrapolated to a->0 vs the same fit of the exact discrete chain", exact.intercept,
+        claim("a0-line" + tag,
+              f"{what}: line fit extrapolated to a->0 vs the same fit of the exact discrete chain", exact.intercept,
               res.intercept, res.intercept_se, fit=res,
               detail="same grid, same weights: the prediction is exact for this grid"),
-        claim(f"{what}: exact SDE-limit values extrapolated to a->0 vs {theory}", target, ext.value,
+        claim("a0-sde-limit" + tag,
+              f"{what}: exact SDE-limit values extrapolated to a->0 vs {theory}", target, ext.value,
               systematic=ext.bias, systematic_source="change from the linear extrapolation of the same exact values "
                                                      "(residual finite-a bias)",
               detail=f"stationary law of the SDE limit by quadrature at a = {fine.min():.3g} .. {fine.max():.3g}, "

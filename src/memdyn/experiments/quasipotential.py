@@ -219,14 +219,17 @@ class Quasipotential(Experiment):
         acc = "the solvers' documented relative accuracy target at default settings (docs/model.md)"
         for kind, what in (("linear", "linear systems (Lyapunov)"), ("manufactured", "manufactured non-gradient systems"),
                            ("maier-stein", "Maier-Stein beta=1 (V(saddle) = 1/2)")):
-            claims.append(claim(f"grid solver, {what}: worst relative error at n={cfg.meshes[-1]}", 0.0,
+            claims.append(claim(f"grid-error@{kind}",
+                                f"grid solver, {what}: worst relative error at n={cfg.meshes[-1]}", 0.0,
                                 float(finest[finest["kind"] == kind]["rel_error"].max()), accuracy=TARGET,
                                 accuracy_source=acc, side="at_most",
                                 detail="max |V - V_exact| / max V over the largest sublevel set in the box"))
-            claims.append(claim(f"gMAM, {what}: worst relative error with {default_pts} points", 0.0,
+            claims.append(claim(f"gmam-error@{kind}",
+                                f"gMAM, {what}: worst relative error with {default_pts} points", 0.0,
                                 float(at_default[at_default["kind"] == kind]["rel_error"].max()), accuracy=TARGET,
                                 accuracy_source=acc, side="at_most", detail="|S - V_exact| / V_exact at the end points"))
-        claims.append(claim(f"grid solver, strongly rotating linear drift (|Im/Re| = {cfg.strong_rotation:g}): "
+        claims.append(claim("grid-error@rotating",
+                            f"grid solver, strongly rotating linear drift (|Im/Re| = {cfg.strong_rotation:g}): "
                             f"relative error at n={cfg.rotation_mesh}", 0.0, float(rot["rel_error"]), accuracy=TARGET,
                             accuracy_source=acc, side="at_most",
                             detail="max |V - V_exact| / max V over the largest sublevel set in the box"))
@@ -237,7 +240,8 @@ class Quasipotential(Experiment):
                 ("grid solver", orders_grid, ORDER_GRID, "worst system"),
                 ("gMAM", [o for o, lin in zip(orders_mam, linear) if lin], ORDER_MAM, "worst linear system")):
             order, se = min(orders)
-            claims.append(claim(f"{label}: observed convergence order ({what}) vs the theoretical order", theory,
+            claims.append(claim(f"order@{label.split()[0].lower()}",
+                                f"{label}: observed convergence order ({what}) vs the theoretical order", theory,
                                 order, se, side="at_least",
                                 detail="least-squares slope of -ln(error) in ln(n) over the refinement range; se from "
                                        "its residuals"))

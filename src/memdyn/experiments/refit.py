@@ -75,17 +75,20 @@ class Refit(Experiment):
                 gaussian_refit(M, G, R, strategy="accumulate", seed=ctx.seed_for("a", M)).std, g1))
             R_ = rep["at_g1"].size
             var_s2 = ((M * M - 1) / M**2) ** (g1 + 1) - (1 - 1 / M) ** (2 * (g1 + 1))
-            claims.append(claim(f"replace: E[s_g^2] at g={g1}, M={M}", (1 - 1 / M) ** (g1 + 1), (rep["at_g1"] ** 2).mean(),
+            claims.append(claim(f"replace-variance@M={M},g={g1}",
+                                f"replace: E[s_g^2] at g={g1}, M={M}", (1 - 1 / M) ** (g1 + 1), (rep["at_g1"] ** 2).mean(),
                                 math.sqrt(var_s2 / R_), detail="sigma_0^2 (1 - 1/M)^(g+1), MLE refits; se from the "
                                                                "exact variance of s_g^2"))
             step = digamma((M - 1) / 2) + math.log(2 / M)
-            claims.append(claim(f"replace: E[ln s_g^2] at g={G}, M={M}", (G + 1) * step, np.log(rep["last"] ** 2).mean(),
+            claims.append(claim(f"replace-log-variance@M={M}",
+                                f"replace: E[ln s_g^2] at g={G}, M={M}", (G + 1) * step, np.log(rep["last"] ** 2).mean(),
                                 math.sqrt((G + 1) * float(polygamma(1, (M - 1) / 2)) / R_),
                                 detail="(g+1)(psi((M-1)/2) + ln(2/M)): median s_g ~ exp(-g/M); se from the exact "
                                        "variance (g+1) psi'((M-1)/2)"))
             exact_acc = accumulate_variance(M, G)
             m, se = mean_se(acc["last"] ** 2)
-            claims.append(claim(f"accumulate: E[s_g^2] at g={G}, M={M}", exact_acc[G], m, se,
+            claims.append(claim(f"accumulate-variance@M={M}",
+                                f"accumulate: E[s_g^2] at g={G}, M={M}", exact_acc[G], m, se,
                                 detail="exact recursion of the pooled sum of squares; stays near sigma_0^2"))
             rows.append({"M": M, "median_s_replace": float(rep["median"][G]), "exp_minus_g_over_M":
                          math.exp(-G / M), "median_s_accumulate": float(acc["median"][G]),
@@ -96,7 +99,7 @@ class Refit(Experiment):
         a = 1 - 1 / M0
         pred = a**G * a + h * h * a * (1 - a**G) / (1 - a)
         m, se = mean_se(kde["last"] ** 2)
-        claims.append(claim(f"KDE refit (h={h:g}): E[s_g^2] at g={G}, M={M0}", pred, m, se,
+        claims.append(claim("kde-variance", f"KDE refit (h={h:g}): E[s_g^2] at g={G}, M={M0}", pred, m, se,
                             detail="(1 - 1/M)(E[s^2] + h^2) per generation; limit (M - 1) h^2"))
         mix = ctx.cell("mixture", lambda: {"two_modes": (mixture_refit(max(40, 4 * M0), G, cfg.mixture_replicates,
                                                                        seed=ctx.seed_for("mix")).modes >= 2).mean(0)})

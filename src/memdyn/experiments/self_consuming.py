@@ -132,7 +132,8 @@ class SelfConsuming(Experiment):
         spread = {m: float(model[m].heterozygosity[:, G].std(ddof=1)) for m in MODES}  # per replicate, the model's
         mc = float(model["replace"].heterozygosity[:, G].std(ddof=1) / math.sqrt(MODEL_REPLICATES))
         claims = [
-            claim(f"replace (alpha = 0) loses diversity at least as fast as exact fitting (Wright-Fisher): H_{G}", wf,
+            claim("replace-diversity",
+                  f"replace (alpha = 0) loses diversity at least as fast as exact fitting (Wright-Fisher): H_{G}", wf,
                   float(hG.mean()), spread["replace"] / math.sqrt(R), predicted_se=mc, side="at_most",
                   detail=(f"ancestry heterozygosity {h0.mean():.3f} -> {hG.mean():.3f} over {G} generations; exact fit "
                           f"with M = {M} expects {wf:.3f} (its Monte-Carlo se {mc:.1g}); the measured decay is that of "
@@ -142,7 +143,7 @@ class SelfConsuming(Experiment):
         for m, what in (("mixed", f"fresh real data (alpha = {round(cfg.alpha * M) / M:g}) keep diversity"),
                         ("accumulate", "accumulating samples keeps diversity")):
             d = H[m][:, G] - hG
-            claims.append(claim(f"{what}: H_{G}({m}) - H_{G}(replace)", 0.0, float(d.mean()),
+            claims.append(claim(f"keeps-diversity@{m}", f"{what}: H_{G}({m}) - H_{G}(replace)", 0.0, float(d.mean()),
                                 math.hypot(spread[m], spread["replace"]) / math.sqrt(R), side="at_least",
                                 detail=(f"H_{G} = {H[m][:, G].mean():.3f} ({m}) vs {hG.mean():.3f} (replace); collapse "
                                         f"model: {model[m].heterozygosity[:, G].mean():.3f} vs {wf:.3f}; one-sided")))

@@ -114,7 +114,8 @@ class ThreeWells(Experiment):
         claims = []
         acc = "documented relative accuracy of min_action_path with 100 points (memdyn.ldp.GMAM_ACCURACY)"
         for i, j in ((0, 1), (1, 0), (1, 2), (2, 1)):
-            claims.append(claim(f"transition cost {i} -> {j} (gMAM vs quadrature)", Bx[i, j], B[i, j],
+            claims.append(claim(f"transition-cost@{i}-to-{j}",
+                                f"transition cost {i} -> {j} (gMAM vs quadrature)", Bx[i, j], B[i, j],
                                 accuracy=GMAM_ACCURACY * Bx[i, j], accuracy_source=acc,
                                 detail=f"V(saddle; m_{i}) = |int 2 F'(x) / sigma(x)^2 dx| from m_{i}"))
         noise = ProfileGaussian(sig)
@@ -129,7 +130,8 @@ class ThreeWells(Experiment):
             for i in range(3):
                 se = float(np.sqrt(occ["cov"][i, i]))
                 row |= {f"p{i}": occ["p"][i], f"p{i}_se": se, f"p{i}_exact": occ["exact"][i]}
-                claims.append(claim(f"occupation of well {i} at a={a:.4g}", occ["exact"][i], occ["p"][i], se,
+                claims.append(claim(f"occupation@a={a:.4g},well={i}",
+                                    f"occupation of well {i} at a={a:.4g}", occ["exact"][i], occ["p"][i], se,
                                     detail="exact stationary law of the discrete chain, state-dependent kernel"))
             for i in others:
                 y, y_se, y_ex = log_ratio(occ, i, pick, float(a))
@@ -141,7 +143,8 @@ class ThreeWells(Experiment):
         rival = max(others, key=lambda i: occ["p"][i])
         C = occ["cov"]
         se_d = float(np.sqrt(max(C[pick, pick] + C[rival, rival] - 2 * C[pick, rival], 0.0)))
-        claims.insert(4, claim(f"most visited well is the W-graph's pick ({pick}, not the deepest {deepest}): its "
+        claims.insert(4, claim("w-graph-pick",
+                               f"most visited well is the W-graph's pick ({pick}, not the deepest {deepest}): its "
                                f"occupation minus well {rival}'s at a={a0:.4g}", 0.0,
                                occ["p"][pick] - occ["p"][rival], se_d, side="at_least",
                                detail=f"W-graph energies E = {np.round(E, 5).tolist()} from the gMAM costs; F at the "
@@ -154,7 +157,7 @@ class ThreeWells(Experiment):
 
             cl, res, exact, ext = extrapolation_claims(
                 tab["step"], tab[f"y{i}"], tab[f"y{i}_se"], tab[f"y{i}_exact"], sde, float(-(E[i] - E[pick])),
-                f"a*ln(mu_{i}/mu_{pick})", f"-(E_{i} - E_{pick}) from the W-graph energies")
+                f"a*ln(mu_{i}/mu_{pick})", f"-(E_{i} - E_{pick}) from the W-graph energies", f"@well={i}")
             claims[5:5] = cl
             fits[i] = (res, exact, ext)
         energies = pd.DataFrame({"minimum": mins, "F": [float(m.f(v)) for v in mins], "E": E,

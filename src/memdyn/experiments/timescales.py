@@ -127,7 +127,8 @@ class Timescales(Experiment):
             per_chain = np.einsum("i,nij,j->n", v, second, v)
             m, se = mean_se(per_chain)
             lyap, sde = float(v @ S @ v), a * sigma**2 / (2 * lam[i])
-            claims.append(claim(f"stationary variance, curvature {lam[i]:g} (a*lambda={a * lam[i]:.3g})", lyap, m, se,
+            claims.append(claim(f"stationary-variance@curvature={lam[i]:g}",
+                                f"stationary variance, curvature {lam[i]:g} (a*lambda={a * lam[i]:.3g})", lyap, m, se,
                                 detail="discrete Lyapunov a*sigma^2/(lambda(2-a*lambda)); SDE value in table"))
             rows.append({"curvature": lam[i], "a_lambda": a * lam[i], "measured": m, "se": se,
                          "lyapunov": lyap, "sde": sde, "relaxation_steps": float(tau[i])})
@@ -188,7 +189,8 @@ class Timescales(Experiment):
                 track_rows.append({"eps": eps, "noise": level, "sigma": sig, "sqrt_a_sigma": math.sqrt(a) * sig,
                                    "rms_measured": rms, "rms_se": ms_se / (2 * rms), "rms_exact": rms_pred,
                                    "noise_floor": sig * math.sqrt(a / (lx * (2 - a * lx)))})
-                claims.append(claim(f"rms tracking error |x-lambda(y)|, eps={eps:g}, sigma={sig:g}", rms_pred, rms,
+                claims.append(claim(f"tracking-error@eps={eps:g},sigma={sig:g}",
+                                    f"rms tracking error |x-lambda(y)|, eps={eps:g}, sigma={sig:g}", rms_pred, rms,
                                     ms_se / (2 * rms), detail="exact moment recursion of the linear iteration"))
                 if level != "main":
                     continue
@@ -198,11 +200,14 @@ class Timescales(Experiment):
                 est = _relaxation_estimates(both["proj_f"][group], both["lag_f"], both["proj_s"][group], both["lag_s"],
                                             V, theta0)
                 pred_ratio = tau_s / tau_f
-                claims.append(claim(f"fast relaxation time (steps), eps={eps:g}", tau_f, est["tau_f"], est["se_f"],
+                claims.append(claim(f"fast-relaxation@eps={eps:g}",
+                                    f"fast relaxation time (steps), eps={eps:g}", tau_f, est["tau_f"], est["se_f"],
                                     detail="-1/ln|1-a*h_fast|"))
-                claims.append(claim(f"slow relaxation time (steps), eps={eps:g}", tau_s, est["tau_s"], est["se_s"],
+                claims.append(claim(f"slow-relaxation@eps={eps:g}",
+                                    f"slow relaxation time (steps), eps={eps:g}", tau_s, est["tau_s"], est["se_s"],
                                     detail="-1/ln|1-a*h_slow|"))
-                claims.append(claim(f"slow/fast relaxation ratio, eps={eps:g} (1/eps={1 / eps:g})", pred_ratio,
+                claims.append(claim(f"relaxation-ratio@eps={eps:g}",
+                                    f"slow/fast relaxation ratio, eps={eps:g} (1/eps={1 / eps:g})", pred_ratio,
                                     est["ratio"], est["se_ratio"], detail="exact discrete ratio; ~ (lx/ly)/eps"))
                 relax_rows.append({"eps": eps, "inv_eps": 1 / eps, "tau_fast": tau_f, "tau_slow": tau_s,
                                    "ratio_exact": pred_ratio, "ratio_measured": est["ratio"],
