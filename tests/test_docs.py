@@ -37,7 +37,7 @@ def _expectations(code: str) -> list[tuple[int, int, str]]:
     for tok in tokenize.generate_tokens(io.StringIO(code).readline):
         if tok.type == tokenize.COMMENT and "prints:" in tok.string:
             line = tok.start[0]
-            span = [c for c in calls if c[0] <= line <= c[1] or c[1] == line - 1]
+            span = [c for c in calls if c[0] <= line <= c[1]] or [c for c in calls if c[1] == line - 1]
             assert len(span) == 1, f"'# prints:' on line {line} belongs to no print call: {tok.string}"
             out.append((*span[0], tok.string.split("prints:", 1)[1].strip()))
     return out

@@ -1,0 +1,251 @@
+"""Measuring memorization episodes in real training as a referee would: replicated runs, a time
+resolution at which the result no longer changes, and a window in which the process has settled.
+
+Input is what :class:`memdyn.monitor.MemorizationMonitor` records, for any model it watches: per
+training run, the core label of every probe at every checkpoint (probes x checkpoints; the index
+of the training item whose core the probe is in, -1 outside every core, and optionally one label
+for the free core), taken every ``spacing`` optimizer steps.
+
+* :func:`bootstrap_over_runs`: intervals over independent training runs, with the probes resampled
+  within each run (a two-level bootstrap), so run-to-run variance is in the error;
+* :func:`resolution`: the mean memorizing episode length (in steps) from the same checkpoints
+  thinned to coarser spacings (1, 4, 16 x by default). Sampling every s steps misses short exits
+  and rounds lengths to multiples of s, so the mean drifts with s. It is *converged* when the two
+  finest spacings agree within their errors (then the finest value is reported); otherwise it is
+  extrapolated to spacing 0 (linear through the two finest spacings, the change to the quadratic
+  through three as its stated bias) and flagged;
+* :func:`stationarity`: where the counting window starts (the truncation that minimises the
+  standard error of the remaining mean, White's MSER rule, on the f_mem curve) and whether the
+  window's first and second halves agree (batch-means errors); otherwise flagged.
+
+A measurement that is not converged or not settled is flagged for the claims that rest on it; the
+protocol also asks for at least :data:`MIN_RUNS` independent runs per setting.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .claims import Z_TOL
+from .episodes import core_sets, detect
+
+__all__ = ["MIN_RUNS", "Resolution", "Stationarity", "bootstrap_over_runs", "mean_episode_length", "resolution",
+           "stationarity"]
+
+#: independent training runs per setting the protocol asks for
+MIN_RUNS = 5
+
+
+def bootstrap_over_runs(runs: Sequence[np.ndarray], statistic: Callable[[list[np.ndarray]], np.ndarray | float], *,
+                        n_boot: int = 400, seed: int = 0) -> np.ndarray:
+    """Two-level bootstrap: ``n_boot`` values of ``statistic`` on resampled runs.
+
+    Each replicate draws len(runs) runs with replacement and, within each drawn run, its probes
+    (the first axis) with replacement, then applies ``statistic`` to the list of resampled runs.
+
+    Returns
+    -------
+    ndarray, shape (n_boot,) or (n_boot, k) for a statistic with k values
+    """
+    if len(runs) < 1:
+        raise ValueError("need at least one run")
+    if n_boot < 2:
+        raise ValueError(f"n_boot must be >= 2, got {n_boot}")
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n_boot):
+        pick = rng.integers(0, len(runs), len(runs))
+        out.append(np.asarray(statistic([runs[i][rng.integers(0, len(runs[i]), len(runs[i]))] for i in pick]),
+                              dtype=np.float64))
+    return np.stack(out)
+
+
+def _per_probe(labels: np.ndarray, free: int | None) -> np.ndarray:
+    """(probes, 2): each probe's exposure (summed lengths, in observations) and number of completed
+    memorizing core-set episodes. Episodes running at the first checkpoint are left out (their start
+    is unknown); those running at the last count as exposure only."""
+    ep = detect(core_sets(labels))
+    keep = ~ep.left_censored if free is None else ~ep.left_censored & (ep.state != free)
+    P = labels.shape[0]
+    exposure = np.bincount(ep.chain[keep], weights=ep.length[keep], minlength=P)
+    done = np.bincount(ep.chain[keep & ~ep.right_censored], minlength=P).astype(np.float64)
+    return np.stack([exposure, done], axis=1)
+
+
+def mean_episode_length(runs: Sequence[np.ndarray], spacing: float, *, free: int | None = None) -> float:
+    """Mean memorizing episode length in steps over all runs' probes: the censoring-aware exponential
+    MLE (total exposure over completed episodes) times the checkpoint spacing (NaN when no episode
+    completed)."""
+    tot = sum(_per_probe(np.asarray(r), free).sum(axis=0) for r in runs)
+    return float(spacing) * tot[0] / tot[1] if tot[1] > 0 else math.nan
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """The mean episode length against the checkpoint spacing (see :func:`resolution`).
+
+    Attributes
+    ----------
+    spacings : ndarray
+        Steps between the checkpoints used, finest first.
+    mean, se : ndarray
+        Mean memorizing episode length (steps) at each spacing, and its standard error (bootstrap
+        over runs and probes).
+    converged : bool
+        The two finest spacings agree: |mean_0 - mean_1| <= Z_TOL * se of their difference.
+    value, value_se : float
+        The finest spacing's mean when converged; else the linear extrapolation to spacing 0 through
+        the two finest spacings (with its bootstrap error).
+    bias : float
+        0 when converged; else the change from the linear to the quadratic extrapolation through the
+        three finest spacings (the extrapolation's stated bias; NaN with only two spacings).
+    difference_z : float
+        (mean_1 - mean_0) / its standard error.
+    """
+
+    spacings: np.ndarray
+    mean: np.ndarray
+    se: np.ndarray
+    converged: bool
+    value: float
+    value_se: float
+    bias: float
+    difference_z: float
+
+
+def resolution(runs: Sequence[np.ndarray], spacing: float, *, factors: Sequence[int] = (1, 4, 16),
+               free: int | None = None, n_boot: int = 400, seed: int = 0) -> Resolution:
+    """Mean memorizing episode length at several checkpoint spacings, and whether it has converged.
+
+    Parameters
+    ----------
+    runs : sequence of ndarray (probes x checkpoints)
+        Core labels per independent training run at the finest spacing (raw: -1 outside every core;
+        core sets are applied after thinning, as a coarser monitor would).
+    spacing : float
+        Steps between the given checkpoints (> 0).
+    factors : sequence of int
+        Thinning factors (>= 2 distinct, increasing from 1): the spacings are ``spacing * factor``.
+    free : int, optional
+        The label of the free (non-memorizing) core, whose episodes are not memorization.
+    n_boot, seed
+        The bootstrap over runs and probes (:func:`bootstrap_over_runs`).
+    """
+    f = [int(v) for v in factors]
+    if len(f) < 2 or f[0] != 1 or any(b <= a for a, b in zip(f, f[1:])):
+        raise ValueError(f"factors must start at 1 and increase, at least two of them, got {list(factors)}")
+    if not spacing > 0:
+        raise ValueError(f"spacing must be > 0, got {spacing}")
+    spacings = float(spacing) * np.asarray(f, dtype=np.float64)
+    # per run, per probe: exposure and completed episodes at every spacing (columns 2j, 2j + 1), so that
+    # the bootstrap resamples sums instead of detecting episodes again
+    stats = [np.concatenate([_per_probe(np.asarray(r)[:, ::k], free) for k in f], axis=1) for r in runs]
+
+    def stat(rs):
+        tot = np.sum([r.sum(axis=0) for r in rs], axis=0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return spacings * tot[0::2] / np.where(tot[1::2] > 0, tot[1::2], np.nan)
+
+    mean = np.asarray(stat(stats))
+    if not np.all(np.isfinite(mean)):
+        raise ValueError(f"no completed memorizing episode at spacing {spacings[~np.isfinite(mean)][0]:g}: the window "
+                         "is too short or nothing is memorized")
+    boot = bootstrap_over_runs(stats, stat, n_boot=n_boot, seed=seed)
+    boot = boot[np.all(np.isfinite(boot), axis=1)]
+    se = boot.std(axis=0, ddof=1)
+    d = boot[:, 1] - boot[:, 0]
+    d_se = float(d.std(ddof=1))
+    z = float((mean[1] - mean[0]) / d_se) if d_se > 0 else math.copysign(math.inf, mean[1] - mean[0])
+    converged = abs(mean[1] - mean[0]) <= Z_TOL * d_se
+    if converged:
+        return Resolution(spacings, mean, se, True, float(mean[0]), float(se[0]), 0.0, z)
+
+    def linear(m):  # through the two finest spacings, at spacing 0
+        return m[..., 0] - spacings[0] * (m[..., 1] - m[..., 0]) / (spacings[1] - spacings[0])
+
+    value = float(linear(mean))
+    bias = math.nan
+    if len(f) >= 3:
+        c = np.polyfit(spacings[:3], mean[:3], 2)
+        bias = abs(float(c[-1]) - value)
+    return Resolution(spacings, mean, se, False, value, float(np.std(linear(boot), ddof=1)), bias, z)
+
+
+@dataclass(frozen=True)
+class Stationarity:
+    """Where a counting window starts and whether the quantity has settled there (see :func:`stationarity`).
+
+    Attributes
+    ----------
+    start : int
+        Index of the window's first checkpoint (the MSER truncation point).
+    halves : tuple of float
+        Mean of the window's first and second halves.
+    halves_se : tuple of float
+        Their batch-means standard errors.
+    z : float
+        (second - first) / its standard error.
+    settled : bool
+        |z| <= Z_TOL.
+    """
+
+    start: int
+    halves: tuple[float, float]
+    halves_se: tuple[float, float]
+    z: float
+    settled: bool
+
+
+def _batch_se(x: np.ndarray, batches: int) -> float:
+    """Standard error of the mean of a correlated series from ``batches`` batch means, their scatter
+    taken about a line through them (b - 2 degrees of freedom): a drift inside the half then shows in
+    the difference of the halves, not in the error that judges it (about the mean, a steady drift
+    would inflate its own error and could never be more than ~5 errors away)."""
+    means = np.array([b.mean() for b in np.array_split(x, batches)])
+    k = np.arange(batches)
+    resid = means - np.polyval(np.polyfit(k, means, 1), k)
+    return float(math.sqrt(float(resid @ resid) / (batches - 2) / batches))
+
+
+def stationarity(series, *, max_fraction: float = 0.5, batches: int = 8) -> Stationarity:
+    """The counting window of a monitored quantity (e.g. f_mem at every checkpoint, averaged over
+    runs): it starts at the MSER truncation point d* = argmin over d <= max_fraction * n of
+    sum_{i >= d} (x_i - mean_d)^2 / (n - d)^2 (White 1997: the start that minimises the squared standard
+    error of the remaining mean, a transient at the start inflates it), and the quantity has settled
+    when the window's two halves agree within Z_TOL standard errors (batch means, ``batches`` per
+    half, so autocorrelation is accounted for; their scatter about a line, so a drift is judged by
+    the noise around it).
+
+    Parameters
+    ----------
+    series : array_like (checkpoints,)
+    max_fraction : float
+        Largest share of the series that may be cut as burn-in (0 < max_fraction < 1).
+    batches : int
+        Batch means per half (>= 3; each should span several correlation times of the series).
+    """
+    x = np.asarray(series, dtype=np.float64).ravel()
+    if not 0 < max_fraction < 1:
+        raise ValueError(f"max_fraction must be in (0, 1), got {max_fraction}")
+    if batches < 3:
+        raise ValueError(f"batches must be >= 3, got {batches}")
+    if x.size < 4 * batches or not np.all(np.isfinite(x)):
+        raise ValueError(f"need a finite series of at least {4 * batches} checkpoints, got {x.size}")
+    n = x.size
+    tail = np.arange(n, 0, -1)  # n - d for d = 0 .. n - 1
+    s1 = np.cumsum(x[::-1])[::-1]
+    s2 = np.cumsum((x * x)[::-1])[::-1]
+    mser = (s2 - s1 * s1 / tail) / tail**2
+    limit = min(int(max_fraction * n), n - 4 * batches)
+    start = int(np.argmin(mser[: limit + 1]))
+    w = x[start:]
+    a, b = w[: w.size // 2], w[w.size // 2:]
+    sa, sb = _batch_se(a, batches), _batch_se(b, batches)
+    se = math.hypot(sa, sb)
+    diff = float(b.mean() - a.mean())
+    z = diff / se if se > 0 else (0.0 if diff == 0 else math.copysign(math.inf, diff))
+    return Stationarity(start, (float(a.mean()), float(b.mean())), (sa, sb), z, abs(z) <= Z_TOL)
