@@ -125,3 +125,28 @@ def test_divergence_names_the_step():
     torch.manual_seed(0)
     with pytest.raises(FloatingPointError, match="diverged at step"):
         train(ResidualMLP(d.shape, width=16), d.train, steps=50, lr=1e12, optimizer="sgd", progress=False)
+
+
+def test_ema_is_bias_corrected_an_average_of_the_trained_iterates_only():
+    """After m steps the EMA model is sum_k w_k theta_k over the iterates k = 1 .. m, w_k proportional to
+    d^(m - k): no weight is left on the random initialisation (an uncorrected EMA keeps d^m of it)."""
+    d = load_dataset("digits8", 8, seed=0)
+    torch.manual_seed(1)
+    init = ResidualMLP(d.shape, width=16).state_dict()
+
+    def trained(steps, ema=None):
+        model = ResidualMLP(d.shape, width=16)
+        model.load_state_dict(init)
+        return train(model, d.train, steps=steps, lr=0.05, optimizer="sgd", ema=ema, seed=3, progress=False)
+
+    decay, m = 0.9, 5
+    iterates = [trained(k).model.state_dict() for k in range(1, m + 1)]  # theta_1 .. theta_m (no EMA: the raw model)
+    w = decay ** np.arange(m - 1, -1, -1)
+    w /= w.sum()
+    got = trained(m, ema=decay)
+    assert all(torch.equal(a, b) for a, b in zip(got.raw.state_dict().values(), iterates[-1].values()))
+    for name, value in got.model.state_dict().items():
+        expected = sum(wk * it[name] for wk, it in zip(w, iterates))
+        torch.testing.assert_close(value, expected, rtol=1e-5, atol=1e-6)
+    first = trained(1, ema=decay)  # one step: the EMA is that step's weights
+    assert all(torch.equal(a, b) for a, b in zip(first.model.state_dict().values(), iterates[0].values()))

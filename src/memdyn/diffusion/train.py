@@ -84,7 +84,12 @@ def train(model: torch.nn.Module, data: torch.Tensor, *, steps: int, lr: float, 
     optimizer : {'adam', 'sgd'}
     batch_size : int
     ema : float, optional
-        EMA decay in (0, 1) of the weights; the EMA model is what the monitor samples.
+        EMA decay d in (0, 1) of the weights; the EMA model is what the monitor samples. It is
+        bias-corrected: after m optimizer steps it is sum_k w_k theta_k with weights proportional
+        to d^(m - k) over the trained iterates k = 1 .. m only (the step's own decay is
+        d (1 - d^(m-1)) / (1 - d^m)), so no weight stays on the random initialisation (an EMA
+        started from it keeps d^m of it: 37 % after 1 / (1 - d) steps). It still averages over about
+        1 / (1 - d) steps: count episodes only after several of those.
     seed : int
         Seeds the batches, time steps and noise.
     monitor : MemorizationMonitor, optional
@@ -162,11 +167,13 @@ def train(model: torch.nn.Module, data: torch.Tensor, *, steps: int, lr: float, 
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        done += 1
         if shadow is not None:
+            # bias-corrected: the first step copies the weights, later ones decay toward ema
+            keep = ema * (1.0 - ema ** (done - 1)) / (1.0 - ema**done)
             with torch.no_grad():
                 for p, q in zip(shadow.parameters(), model.parameters()):
-                    p.lerp_(q, 1.0 - ema)
-        done += 1
+                    p.lerp_(q, 1.0 - keep)
         losses.append(loss.item())
         if not math.isfinite(losses[-1]):
             raise FloatingPointError(f"training diverged at step {done}: loss {losses[-1]} (lower lr={lr})")
