@@ -120,6 +120,17 @@ def test_quick_timescales_end_to_end_and_reproducible(tmp_path):
     # report subcommand rewrites the report
     rep = memdyn("report", "A", cwd=tmp_path)
     assert rep.returncode == 0 and rep.stdout.strip().endswith("report.html")
+    # results without claim ids (an older run) cannot be paired: one line, exit 2, no traceback
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old/config.json").write_text(json.dumps({"seed": 0, "experiments": {"diffusion-episodes": {}}}))
+    (tmp_path / "old/diffusion-episodes").mkdir()
+    from memdyn.claims import claim
+
+    before_ids = {k: v for k, v in claim("x", "larger steps, shorter episodes", 0.0, 1.0, 0.1).to_dict().items() if k != "id"}
+    (tmp_path / "old/diffusion-episodes/results.json").write_text(json.dumps({"claims": [before_ids], "seconds": 1.0,
+                                                                              "figures": [], "tables": [], "summary": {}}))
+    old = memdyn("report", "old", cwd=tmp_path)
+    assert old.returncode == 2 and "has no claim with id" in old.stderr and "Traceback" not in old.stderr
     # a different config into the same directory is refused
     clash = memdyn("run", "timescales", "--quick", "--set", "step=0.07", "--seed", "3", "--out", "A", cwd=tmp_path)
     assert clash.returncode == 2 and "different config" in clash.stderr

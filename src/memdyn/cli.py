@@ -210,7 +210,10 @@ def report(directory: Path = typer.Argument(..., help="a run directory")):
 
     if not (directory / "config.json").exists():
         _fail(f"{directory} is not a memdyn run directory (no config.json)")
-    summary = finalize(RunStore(directory))
+    try:
+        summary = finalize(RunStore(directory))
+    except ValueError as e:  # e.g. results written before claims had ids: the comparisons cannot pair them
+        _fail(f"{directory}: cannot write the report: {e}; rerun the experiments into a new --out")
     typer.echo(str(summary.out / "report.html"))
 
 
