@@ -34,7 +34,8 @@ def list_experiments():
         typer.echo(f"{name:<{width}}  {exp.summary}{extra}")
 
 
-_CONFIG_HELP = "TOML file of settings ([experiment] tables; `memdyn config EXPERIMENT --toml` writes one); --set overrides it"
+_CONFIG_HELP = ("TOML file of settings ([experiment] tables; `memdyn config EXPERIMENT --toml` writes one); "
+                "--set overrides it")
 
 
 def _with_file(config: Optional[Path], names: list[str], quick: bool, sets: list[str]) -> list[str]:

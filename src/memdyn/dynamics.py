@@ -276,8 +276,8 @@ def simulate(
 
     Chain i iterates theta <- theta - a_i (grad F(theta) + s_i xi), with its own step a_i and noise
     factor s_i (for a noise model that changes the drift, the sample its
-    :meth:`~memdyn.noise.Noise.sample_gradient` gives at factor s_i), so a whole grid of step sizes or noise levels runs as one vectorised simulation
-    (repeat each grid value over a group of chains). Chain i's noise is a function of (seed, i)
+    :meth:`~memdyn.noise.Noise.sample_gradient` gives at factor s_i), so a whole grid of step sizes or
+    noise levels runs as one vectorised simulation (repeat each grid value over a group of chains). Chain i's noise is a function of (seed, i)
     alone, so its path is a function of (seed, i, a_i, s_i): a grid run equals running each value
     alone over the same chain indices, bit for bit. Grid values that need different horizons run
     together with :func:`simulate_groups`.

@@ -78,12 +78,10 @@ def _without_docstrings(tree: ast.Module) -> str:
     return ast.dump(tree, include_attributes=False)
 
 
-def import_closure(module: str, root: str | os.PathLike | None = None) -> list[str]:
-    """``module`` and every memdyn module it imports, directly or through others (imports inside
-    functions included; the packages above a module count only where it imports from them), sorted.
-    ``root``: the package directory to read (default: this installed package)."""
-    root = _ROOT if root is None else Path(root)
-    seen, todo = set(), [module]
+def _closure(module: str, root: Path) -> dict[str, tuple[bytes, ast.Module]]:
+    """{name: (source, syntax tree)} of ``module`` and every memdyn module it imports, each read once."""
+    seen: dict[str, tuple[bytes, ast.Module]] = {}
+    todo = [module]
     while todo:
         name = todo.pop()
         if name in seen:
@@ -91,9 +89,17 @@ def import_closure(module: str, root: str | os.PathLike | None = None) -> list[s
         path = _module_file(name, root)
         if path is None:
             raise ValueError(f"{name!r} is not a module of memdyn")
-        seen.add(name)
-        todo.extend(_imports(name, ast.parse(path.read_bytes()), root) - seen)
-    return sorted(seen)
+        source = path.read_bytes()
+        seen[name] = (source, ast.parse(source))
+        todo.extend(_imports(name, seen[name][1], root) - set(seen))
+    return seen
+
+
+def import_closure(module: str, root: str | os.PathLike | None = None) -> list[str]:
+    """``module`` and every memdyn module it imports, directly or through others (imports inside
+    functions included; the packages above a module count only where it imports from them), sorted.
+    ``root``: the package directory to read (default: this installed package)."""
+    return sorted(_closure(module, _ROOT if root is None else Path(root)))
 
 
 @functools.lru_cache(maxsize=None)
@@ -106,12 +112,10 @@ def code_hash(module: str = "memdyn", root: str | os.PathLike | None = None) -> 
     docstring, comment or layout edit in a module it uses, keeps them (those modules enter by
     their syntax tree without docstrings). The default, the package's ``__init__``, imports every
     public module. ``root`` as in :func:`import_closure`."""
-    root = _ROOT if root is None else Path(root)
     h = hashlib.sha256()
-    for name in import_closure(module, root):
-        source = _module_file(name, root).read_bytes()
+    for name, (source, tree) in sorted(_closure(module, _ROOT if root is None else Path(root)).items()):
         h.update(name.encode() + b"\0")
-        h.update(source if name == module else _without_docstrings(ast.parse(source)).encode())
+        h.update(source if name == module else _without_docstrings(tree).encode())
     return h.hexdigest()[:12]
 
 
