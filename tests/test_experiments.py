@@ -40,3 +40,32 @@ def test_default_run_links_latest(tmp_path, monkeypatch):
     latest = tmp_path / "runs/latest"
     assert latest.is_symlink() and latest.resolve() == summary.out.resolve()
     assert (latest / "report.html").exists()
+
+
+def test_diffusion_temperature_runs_end_to_end_at_a_tiny_size(tmp_path):
+    """The SGD-temperature experiment's pipeline on a tiny grid (its quick form runs in the default suite):
+    every setting measured, the checks and form claims present with ids, the report's rows built."""
+    sets = ["diffusion-temperature.lrs=[0.02,0.05,0.1,0.2]", "diffusion-temperature.adam=true",
+            "diffusion-temperature.form_test=true", "diffusion-temperature.min_exits=2", "diffusion-temperature.width=16",
+            "diffusion-temperature.replicates=2", "diffusion-temperature.probes=6", "diffusion-temperature.n=4",
+            "diffusion-temperature.pretrain_time=150", "diffusion-temperature.burn_time=2",
+            "diffusion-temperature.window_time=13", "diffusion-temperature.sample_steps=3"]
+    summary = run_suite(["diffusion-temperature"], tmp_path / "run", quick=False, sets=sets, seed=3)
+    assert not summary.errors
+    res = json.loads((tmp_path / "run/diffusion-temperature/results.json").read_text())
+    ids = [c["id"] for c in res["claims"]]
+    assert len(set(ids)) == len(ids) and all(ID_PATTERN.fullmatch(i) for i in ids)
+    for opt in ("sgd", "adam"):
+        assert sum(i.startswith(f"settled@opt={opt},") for i in ids) == 12
+        assert {f"resolution@opt={opt}", f"direction@opt={opt}", f"arrhenius-form@opt={opt}"} <= set(ids)
+        assert any(i.startswith(f"collapse@opt={opt},") for i in ids)
+    tab = pd.read_parquet(tmp_path / "run/diffusion-temperature/tables/settings.parquet")
+    assert len(tab) == 24 and set(tab["batch"]) == {4, 8, 16}
+    assert (tab["length_at_4"].dropna() >= tab["length_at_1"].dropna() - 1e-9).mean() > 0.5  # coarser: longer
+    rows = {r["prediction"][:30]: r for r in comparisons(summary.claims, {"diffusion-temperature": res["summary"]})}
+    assert any(k.startswith("Under constant-step SGD") for k in rows) and any(k.startswith("Practical") for k in rows)
+    # without the optional Adam runs the Adam row is left out, not failed
+    sgd_only = [c for c in summary.claims if "opt=adam" not in c["id"]]
+    no_adam = {k: v for k, v in res["summary"].items() if k != "adam"}
+    rows = [r["prediction"] for r in comparisons(sgd_only, {"diffusion-temperature": no_adam})]
+    assert not any(r.startswith("Practical") for r in rows) and any(r.startswith("Under constant-step") for r in rows)

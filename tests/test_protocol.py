@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from memdyn.claims import Z_TOL
+from memdyn.episodes import core_sets, detect
 from memdyn.protocol import MIN_RUNS, bootstrap_over_runs, mean_episode_length, resolution, stationarity
 
 P_OUT, R_BACK, Q_FREE = 0.01, 0.5, 0.1
@@ -57,6 +58,34 @@ def test_resolution_flags_a_spacing_that_misses_exits_and_extrapolates_to_zero(s
     assert np.isnan(resolution(runs, 8, factors=(1, 4), free=1).bias)  # two spacings: no stated bias
 
 
+def test_mean_episode_length_counts_stays_running_at_the_window_start():
+    """Two kinds of probes in their stationary law, half leaving a memorized state at rate 1/2000 per
+    step (as long as the window) and half at 1/50, all entering at 1/100: the stationary mean episode
+    length is (pi_A + pi_B) / (pi_A p_A + pi_B p_B) = 179.9 steps. Counting the time and exits of the
+    stays already running at the window's start recovers it; counting only stays that start inside
+    the window selects the short-lived probes (about 100 steps)."""
+    p = np.repeat([1 / 2000, 1 / 50], 32)
+    q = 1 / 100
+    pi = q / (q + p)
+    exact = pi.sum() / (pi * p).sum()
+    runs = []
+    for r in range(MIN_RUNS):
+        rng = np.random.default_rng(500 + r)
+        s = rng.random(64) < pi  # memorized at the start, from the stationary law
+        out = np.empty((64, 2000), dtype=np.int64)
+        for t in range(2000):
+            v = rng.random(64)
+            s = np.where(s, v >= p, v < q)
+            out[:, t] = np.where(s, 0, 1)
+        runs.append(out)
+    res = resolution(runs, 1, factors=(1, 2), free=1, seed=0)
+    assert abs(res.value - exact) <= Z_TOL * res.value_se and res.value_se < 0.15 * exact
+    started = [detect(core_sets(r)) for r in runs]
+    inside = sum(e.length[(e.state == 0) & ~e.left_censored].sum() for e in started)
+    ended = sum(((e.state == 0) & ~e.left_censored & ~e.right_censored).sum() for e in started)
+    assert inside / ended < 0.7 * exact
+
+
 def test_bootstrap_over_runs_carries_the_run_to_run_variance():
     """Runs with their own offsets (sd 1) and probes around them (sd 1): the two-level bootstrap's error
     of the grand mean is that of runs and probes together, sqrt(1/R + 1/(R P)) (times sqrt((R-1)/R), the
@@ -89,6 +118,26 @@ def test_stationarity_cuts_the_transient_and_flags_a_drift(seed):
     assert not drift.settled and drift.z > Z_TOL
 
 
+def test_stationarity_over_runs_has_the_error_of_independent_repeats():
+    """Memorized indicators of the three-state probe process (5 runs x 32 probes x 3000 steps, all
+    starting free): the halves' bootstrap error over runs and probes matches the scatter of the
+    halves' difference over 20 independent repeats (within the 25 % that 20 repeats resolve), so it
+    counts the probes' autocorrelation; a slow fall of f_mem (probes forgetting at uniform times over
+    twice the window) is flagged."""
+    diffs, ses = [], []
+    for rep in range(20):
+        runs = [(core_labels(32, 3000, 1000 + 10 * rep + r, u=0.02) == 0).astype(float) for r in range(MIN_RUNS)]
+        st = stationarity(np.mean([r.mean(0) for r in runs], axis=0), runs=runs, n_boot=200, seed=rep)
+        diffs.append(st.halves[1] - st.halves[0])
+        ses.append(st.se)
+        assert st.settled
+    assert np.mean(ses) == pytest.approx(np.std(diffs, ddof=1), rel=0.25)
+    fall = [r * (np.arange(3000)[None, :] < np.random.default_rng(i).uniform(0, 6000, (32, 1)))
+            for i, r in enumerate(runs)]
+    st = stationarity(np.mean([r.mean(0) for r in fall], axis=0), runs=fall, seed=0)
+    assert not st.settled and st.z < -Z_TOL
+
+
 def test_protocol_bad_input():
     runs = [core_labels(4, 200, 0, u=0.02)]
     with pytest.raises(ValueError, match="factors must start at 1"):
@@ -99,5 +148,7 @@ def test_protocol_bad_input():
         resolution([np.full((4, 50), 1)], 1, free=1)
     with pytest.raises(ValueError, match="at least 32 checkpoints"):
         stationarity(np.ones(20))
+    with pytest.raises(ValueError, match="runs must be"):
+        stationarity(np.ones(40), runs=[np.ones((3, 39))])
     with pytest.raises(ValueError, match="need at least one run"):
         bootstrap_over_runs([], np.mean)

@@ -194,7 +194,18 @@ class MemorizationMonitor:
         checkpoint's rows (a dict of arrays) or None when nothing was sampled."""
         if step % self.every or _rank() != 0:
             return None
-        samples = self._sample(model, self.noise)
+        return self.record(step, self._sample(model, self.noise))
+
+    def record(self, step: int, samples: torch.Tensor) -> dict:
+        """Measure the probes' samples at ``step``, taken by the caller (who must have sampled the
+        probes' noise :attr:`noise`, in order, deterministically), e.g. many models sampled at once;
+        :meth:`update` samples and then records. Returns the checkpoint's rows."""
+        want = (self.probes,) + self.item_shape
+        if tuple(samples.shape) != want:
+            raise ValueError(f"samples must be shaped {want} (probes, *training item shape), got {tuple(samples.shape)}")
+        if not torch.isfinite(samples).all():
+            raise FloatingPointError(f"non-finite samples at step {step}")
+        samples = samples.detach()
         flat = samples.reshape(samples.shape[0], -1).to(self.train.device, self.train.dtype)
         st = probe_states(flat, self.train.reshape(self.train.shape[0], -1), backend=self.backend, **self.thresholds)
         moved = (np.full(self.probes, np.nan) if self._previous is None

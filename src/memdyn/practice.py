@@ -35,20 +35,28 @@ __all__ = ["Comparison", "COMPARISONS", "StylizedFit", "comparisons", "stylized_
 @dataclass(frozen=True)
 class Comparison:
     """One prediction; ``stylized`` and ``real`` are (experiment, claim ids) pairs (``stylized`` None
-    when the stylized model does not speak to it). A claim id with its settings (``keeps-diversity@mixed``)
-    names one claim; a bare slug (``heterozygosity``) names every claim of that slug, whatever its
-    settings (``heterozygosity@N=20,g=10``, ...). Each one must be found in an experiment that ran
-    (:func:`comparisons` raises otherwise): claims are paired by id, never by their text. ``form``: the
-    key of a boolean in the real
-    experiment's summary that says whether its data have the predicted form (its ``verdict`` says
-    why); ``fit``: the key of a summary entry {"verdict", "how"} from a fit of the stylized model to
-    the real run (:meth:`StylizedFit.verdict`), which decides the row when no real claim fails."""
+    when the stylized model does not speak to it). A claim id with its settings
+    (``keeps-diversity@mixed``) names one claim; a bare slug (``heterozygosity``) names every claim of
+    that slug, whatever its settings (``heterozygosity@N=20,g=10``, ...), and a slug with its leading
+    settings (``collapse@opt=sgd``) every claim whose settings begin with them
+    (``collapse@opt=sgd,x=160,lr=0.1``). Each one must be found in an experiment that ran
+    (:func:`comparisons` raises otherwise): claims are paired by id, never by their text.
+
+    ``form``: the key of a boolean in the real experiment's summary that says whether its data have
+    the predicted form (its ``verdict`` says why); ``fit``: the key of a summary entry {"verdict",
+    "how"} from a fit of the stylized model to the real run (:meth:`StylizedFit.verdict`), which
+    decides the row when no real claim fails; ``when``: the key of a summary entry the real
+    experiment writes only when it measured this row (an optional part, such as
+    diffusion-temperature's Adam runs): without it the row is left out rather than failing;
+    ``form_verdict``: the verdict when every claim holds but the ``form`` check is False."""
 
     prediction: str
     stylized: tuple[str, tuple[str, ...]] | None
     real: tuple[str, tuple[str, ...]]
     form: str | None = None
     fit: str | None = None
+    when: str | None = None
+    form_verdict: str = "agrees in direction, not in form"
 
 
 COMPARISONS = [
@@ -62,6 +70,20 @@ COMPARISONS = [
                "stylized law L = P exp(V / a) / a with V >= 0 describes the run's episode lengths",
                ("memorization", ("arrhenius-slope",)),
                ("diffusion-episodes", ("shorter-episodes",)), fit="stylized_fit"),
+    Comparison("Under constant-step SGD the temperature is lr / B: settings at equal B / lr give equal episode times "
+               "lr L", None, ("diffusion-temperature", ("collapse@opt=sgd",))),
+    Comparison("Colder is longer under SGD: ln(lr L) grows with B / lr (a barrier V > 0 in ln(lr L) = ln P + V B / lr), "
+               "stable under a coarser time resolution",
+               ("memorization", ("arrhenius-slope",)),
+               ("diffusion-temperature", ("direction@opt=sgd", "resolution@opt=sgd")), form="sgd_barrier",
+               form_verdict="agrees in direction, V not shown > 0"),
+    Comparison("Episode times follow the Arrhenius law in the SGD temperature, ln(lr L) = ln P + V B / lr (with the "
+               "first-order temperature correction of P)",
+               ("memorization", ("arrhenius-slope",)), ("diffusion-temperature", ("arrhenius-form@opt=sgd",)),
+               when="form_test"),
+    Comparison("Practical comparison, not a prediction: with Adam, lr / B acts as the same temperature",
+               None, ("diffusion-temperature", ("collapse@opt=adam", "direction@opt=adam")), form="adam_barrier",
+               when="adam", form_verdict="no temperature effect shown"),
     Comparison("Less noise in the sampled parameters lengthens episodes (stylized: smaller sigma; real: EMA weights)",
                ("noise-mitigation", ("episode-length-ratio@knob=sigma",)),
                ("diffusion-episodes", ("ema-lengthens",))),
@@ -80,8 +102,11 @@ COMPARISONS = [
 
 
 def _matches(claim_id: str, wanted: str) -> bool:
-    """A full id names itself; a bare slug names every claim of that slug, whatever its settings."""
-    return claim_id == wanted or ("@" not in wanted and claim_id.startswith(wanted + "@"))
+    """A full id names itself; a bare slug names every claim of that slug, whatever its settings; a slug
+    with its leading settings (``collapse@opt=sgd``) names every claim that has those settings first."""
+    if claim_id == wanted:
+        return True
+    return claim_id.startswith(wanted + ("," if "@" in wanted else "@"))
 
 
 def _find(claims: list[dict], where) -> list[dict]:
@@ -101,7 +126,8 @@ def _find(claims: list[dict], where) -> list[dict]:
     return [c for c in ran if any(_matches(c.get("id", ""), w) for w in ids)]
 
 
-def _verdict(real: list[dict], summary: dict, form: str | None, fit: str | None = None) -> tuple[str, str]:
+def _verdict(real: list[dict], summary: dict, form: str | None, fit: str | None = None,
+             form_verdict: str = "agrees in direction, not in form") -> tuple[str, str]:
     failing = [c for c in real if not c["holds"]]
     if failing:
         how = "; ".join(f"{c['name']}: measured {c['measured']:.4g} against {c['predicted']:.4g}"
@@ -113,7 +139,7 @@ def _verdict(real: list[dict], summary: dict, form: str | None, fit: str | None 
     if misfit:
         return "agrees in direction, not in form", "; ".join(c.get("detail", "") for c in misfit)
     if form is not None and summary.get(form) is False:
-        return "agrees in direction, not in form", str(summary.get("verdict", ""))
+        return form_verdict, str(summary.get("verdict", ""))
     return "agrees", ""
 
 
@@ -123,11 +149,13 @@ def comparisons(claims: list[dict], summaries: dict | None = None) -> list[dict]
     summary dict} (for the ``form`` checks)."""
     rows = []
     for comp in COMPARISONS:
-        real = _find(claims, comp.real)
         summary = (summaries or {}).get(comp.real[0], {})
+        if comp.when is not None and comp.when not in summary:
+            continue  # the optional part this row needs was not run
+        real = _find(claims, comp.real)
         if not real or (comp.fit is not None and not isinstance(summary.get(comp.fit), dict)):
             continue  # not measured in this run (or by an older version without the fit)
-        verdict, how = _verdict(real, summary, comp.form, comp.fit)
+        verdict, how = _verdict(real, summary, comp.form, comp.fit, comp.form_verdict)
         rows.append({"prediction": comp.prediction, "stylized": _find(claims, comp.stylized), "real": real,
                      "stylized_experiment": comp.stylized[0] if comp.stylized else None,
                      "real_experiment": comp.real[0], "verdict": verdict, "how": how})

@@ -65,11 +65,17 @@ def bootstrap_over_runs(runs: Sequence[np.ndarray], statistic: Callable[[list[np
 
 
 def _per_probe(labels: np.ndarray, free: int | None) -> np.ndarray:
-    """(probes, 2): each probe's exposure (summed lengths, in observations) and number of completed
-    memorizing core-set episodes. Episodes running at the first checkpoint are left out (their start
-    is unknown); those running at the last count as exposure only."""
+    """(probes, 2): each probe's time in memorizing core sets within the window (in observations) and
+    its number of exits from them (memorizing episodes that end inside the window).
+
+    Episodes already running at the first checkpoint count with their time inside the window and
+    their exit, if any: for exits at a constant rate, (total time) / (exits) is the maximum likelihood
+    mean episode length whatever the episodes' start, and dropping them would select against probes
+    that stay long (with stays as long as the window, only the short-lived probes would start and end
+    inside it). Episodes running at the last checkpoint count as time only; a probe's stretch before
+    its first core is not an episode."""
     ep = detect(core_sets(labels))
-    keep = ~ep.left_censored if free is None else ~ep.left_censored & (ep.state != free)
+    keep = ep.state >= 0 if free is None else (ep.state >= 0) & (ep.state != free)
     P = labels.shape[0]
     exposure = np.bincount(ep.chain[keep], weights=ep.length[keep], minlength=P)
     done = np.bincount(ep.chain[keep & ~ep.right_censored], minlength=P).astype(np.float64)
@@ -78,8 +84,8 @@ def _per_probe(labels: np.ndarray, free: int | None) -> np.ndarray:
 
 def mean_episode_length(runs: Sequence[np.ndarray], spacing: float, *, free: int | None = None) -> float:
     """Mean memorizing episode length in steps over all runs' probes: the censoring-aware exponential
-    MLE (total exposure over completed episodes) times the checkpoint spacing (NaN when no episode
-    completed)."""
+    MLE (total time in memorizing core sets within the window over the exits seen in it) times the
+    checkpoint spacing (NaN when no episode ended)."""
     tot = sum(_per_probe(np.asarray(r), free).sum(axis=0) for r in runs)
     return float(spacing) * tot[0] / tot[1] if tot[1] > 0 else math.nan
 
@@ -103,8 +109,17 @@ class Resolution:
     bias : float
         0 when converged; else the change from the linear to the quadratic extrapolation through the
         three finest spacings (the extrapolation's stated bias; NaN with only two spacings).
-    difference_z : float
-        (mean_1 - mean_0) / its standard error.
+    difference_z, difference_se : float
+        (mean_1 - mean_0) / its standard error, and that standard error (steps).
+    exits : ndarray
+        Memorizing episodes that ended inside the window at each spacing (all runs): the mean's
+        relative error is about 1 / sqrt(exits) when the probes are alike.
+    boot : ndarray (n_boot, spacings)
+        Bootstrap draws of ``mean`` (NaN rows where a draw had no completed episode).
+    value_boot : ndarray
+        Bootstrap draws of ``value``. Runs and probes are drawn in the same order for every call with
+        the same seed and the same numbers of runs and probes, so draws of two settings measured on
+        the same runs are paired: the spread of their difference is its standard error.
     """
 
     spacings: np.ndarray
@@ -115,6 +130,10 @@ class Resolution:
     value_se: float
     bias: float
     difference_z: float
+    difference_se: float
+    exits: np.ndarray
+    boot: np.ndarray
+    value_boot: np.ndarray
 
 
 def resolution(runs: Sequence[np.ndarray], spacing: float, *, factors: Sequence[int] = (1, 4, 16),
@@ -151,18 +170,20 @@ def resolution(runs: Sequence[np.ndarray], spacing: float, *, factors: Sequence[
             return spacings * tot[0::2] / np.where(tot[1::2] > 0, tot[1::2], np.nan)
 
     mean = np.asarray(stat(stats))
+    exits = np.sum([r.sum(axis=0) for r in stats], axis=0)[1::2]
     if not np.all(np.isfinite(mean)):
         raise ValueError(f"no completed memorizing episode at spacing {spacings[~np.isfinite(mean)][0]:g}: the window "
                          "is too short or nothing is memorized")
     boot = bootstrap_over_runs(stats, stat, n_boot=n_boot, seed=seed)
-    boot = boot[np.all(np.isfinite(boot), axis=1)]
-    se = boot.std(axis=0, ddof=1)
-    d = boot[:, 1] - boot[:, 0]
+    boot = np.where(np.all(np.isfinite(boot), axis=1, keepdims=True), boot, np.nan)  # keep rows: draws stay paired
+    ok = np.all(np.isfinite(boot), axis=1)
+    se = boot[ok].std(axis=0, ddof=1)
+    d = boot[ok, 1] - boot[ok, 0]
     d_se = float(d.std(ddof=1))
     z = float((mean[1] - mean[0]) / d_se) if d_se > 0 else math.copysign(math.inf, mean[1] - mean[0])
     converged = abs(mean[1] - mean[0]) <= Z_TOL * d_se
     if converged:
-        return Resolution(spacings, mean, se, True, float(mean[0]), float(se[0]), 0.0, z)
+        return Resolution(spacings, mean, se, True, float(mean[0]), float(se[0]), 0.0, z, d_se, exits, boot, boot[:, 0])
 
     def linear(m):  # through the two finest spacings, at spacing 0
         return m[..., 0] - spacings[0] * (m[..., 1] - m[..., 0]) / (spacings[1] - spacings[0])
@@ -172,7 +193,8 @@ def resolution(runs: Sequence[np.ndarray], spacing: float, *, factors: Sequence[
     if len(f) >= 3:
         c = np.polyfit(spacings[:3], mean[:3], 2)
         bias = abs(float(c[-1]) - value)
-    return Resolution(spacings, mean, se, False, value, float(np.std(linear(boot), ddof=1)), bias, z)
+    value_se = float(np.std(linear(boot[ok]), ddof=1))
+    return Resolution(spacings, mean, se, False, value, value_se, bias, z, d_se, exits, boot, linear(boot))
 
 
 @dataclass(frozen=True)
@@ -191,6 +213,8 @@ class Stationarity:
         (second - first) / its standard error.
     settled : bool
         |z| <= Z_TOL.
+    se : float
+        The standard error of the difference of the halves.
     """
 
     start: int
@@ -198,6 +222,7 @@ class Stationarity:
     halves_se: tuple[float, float]
     z: float
     settled: bool
+    se: float
 
 
 def _batch_se(x: np.ndarray, batches: int) -> float:
@@ -211,22 +236,32 @@ def _batch_se(x: np.ndarray, batches: int) -> float:
     return float(math.sqrt(float(resid @ resid) / (batches - 2) / batches))
 
 
-def stationarity(series, *, max_fraction: float = 0.5, batches: int = 8) -> Stationarity:
+def stationarity(series, *, runs: Sequence[np.ndarray] | None = None, max_fraction: float = 0.5, batches: int = 8,
+                 n_boot: int = 400, seed: int = 0) -> Stationarity:
     """The counting window of a monitored quantity (e.g. f_mem at every checkpoint, averaged over
     runs): it starts at the MSER truncation point d* = argmin over d <= max_fraction * n of
     sum_{i >= d} (x_i - mean_d)^2 / (n - d)^2 (White 1997: the start that minimises the squared standard
     error of the remaining mean, a transient at the start inflates it), and the quantity has settled
-    when the window's two halves agree within Z_TOL standard errors (batch means, ``batches`` per
-    half, so autocorrelation is accounted for; their scatter about a line, so a drift is judged by
-    the noise around it).
+    when the window's two halves agree within Z_TOL standard errors.
+
+    The halves' standard error comes, with ``runs``, from the two-level bootstrap over runs and
+    probes (:func:`bootstrap_over_runs`): each probe's series is drawn whole, so its autocorrelation
+    is in the error however long it is, and run-to-run variance too. Without runs it comes from
+    ``batches`` batch means per half, their scatter taken about a line (so a drift is judged by the
+    noise around it); each batch should then span several correlation times of the series.
 
     Parameters
     ----------
     series : array_like (checkpoints,)
+    runs : sequence of ndarray (probes x checkpoints), optional
+        The quantity per probe in each independent run (``series`` is then their mean, e.g. the
+        memorized indicator of every probe, whose mean is f_mem).
     max_fraction : float
         Largest share of the series that may be cut as burn-in (0 < max_fraction < 1).
     batches : int
-        Batch means per half (>= 3; each should span several correlation times of the series).
+        Batch means per half (>= 3), without runs; the series needs at least 4 * batches checkpoints.
+    n_boot, seed
+        The bootstrap, with runs.
     """
     x = np.asarray(series, dtype=np.float64).ravel()
     if not 0 < max_fraction < 1:
@@ -235,6 +270,8 @@ def stationarity(series, *, max_fraction: float = 0.5, batches: int = 8) -> Stat
         raise ValueError(f"batches must be >= 3, got {batches}")
     if x.size < 4 * batches or not np.all(np.isfinite(x)):
         raise ValueError(f"need a finite series of at least {4 * batches} checkpoints, got {x.size}")
+    if runs is not None and any(np.asarray(r).ndim != 2 or np.asarray(r).shape[1] != x.size for r in runs):
+        raise ValueError(f"runs must be (probes x {x.size}) arrays, one per run, like the series")
     n = x.size
     tail = np.arange(n, 0, -1)  # n - d for d = 0 .. n - 1
     s1 = np.cumsum(x[::-1])[::-1]
@@ -243,9 +280,17 @@ def stationarity(series, *, max_fraction: float = 0.5, batches: int = 8) -> Stat
     limit = min(int(max_fraction * n), n - 4 * batches)
     start = int(np.argmin(mser[: limit + 1]))
     w = x[start:]
-    a, b = w[: w.size // 2], w[w.size // 2:]
-    sa, sb = _batch_se(a, batches), _batch_se(b, batches)
-    se = math.hypot(sa, sb)
+    h = w.size // 2
+    a, b = w[:h], w[h:]
     diff = float(b.mean() - a.mean())
+    if runs is None:
+        sa, sb = _batch_se(a, batches), _batch_se(b, batches)
+        se = math.hypot(sa, sb)
+    else:  # per probe: the means of its two halves; the bootstrap draws probes (both halves together)
+        halves = [np.stack([np.asarray(r, dtype=np.float64)[:, start:start + h].mean(1),
+                            np.asarray(r, dtype=np.float64)[:, start + h:].mean(1)], axis=1) for r in runs]
+        draws = bootstrap_over_runs(halves, lambda rs: np.concatenate(rs).mean(axis=0), n_boot=n_boot, seed=seed)
+        sa, sb = (float(v) for v in draws.std(axis=0, ddof=1))
+        se = float(np.std(draws[:, 1] - draws[:, 0], ddof=1))
     z = diff / se if se > 0 else (0.0 if diff == 0 else math.copysign(math.inf, diff))
-    return Stationarity(start, (float(a.mean()), float(b.mean())), (sa, sb), z, abs(z) <= Z_TOL)
+    return Stationarity(start, (float(a.mean()), float(b.mean())), (sa, sb), z, abs(z) <= Z_TOL, se)

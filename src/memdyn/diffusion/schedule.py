@@ -16,6 +16,7 @@ the model does.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -50,9 +51,9 @@ class NoiseSchedule:
         if self.kind not in ("cosine", "linear"):
             raise ValueError(f"kind must be 'cosine' or 'linear', got {self.kind!r}")
 
-    @property
+    @functools.cached_property
     def alpha_bar(self) -> torch.Tensor:
-        """abar_t for t = 0 .. T - 1 (float64)."""
+        """abar_t for t = 0 .. T - 1 (float64; computed once per schedule, do not modify it)."""
         T = self.steps
         if self.kind == "linear":
             beta = np.linspace(1e-4, 0.02, T)

@@ -6,6 +6,7 @@ from .degeneration import Degeneration
 from .diffusion_calibration import DiffusionCalibration
 from .diffusion_episodes import DiffusionEpisodes
 from .diffusion_tau_mem import DiffusionTauMem
+from .diffusion_temperature import DiffusionTemperature
 from .double_descent import DoubleDescent
 from .exit_times import ExitTimes
 from .gibbs import Gibbs
@@ -23,7 +24,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (Timescales(), Gibbs(),
                                                   Quasipotential(),
                                                   Collapse(), Degeneration(), Refit(), Memorization(),
                                                   NoiseMitigation(), DoubleDescent(), DiffusionCalibration(),
-                                                  DiffusionEpisodes(), DiffusionTauMem(), SelfConsuming())}
+                                                  DiffusionEpisodes(), DiffusionTemperature(), DiffusionTauMem(), SelfConsuming())}
 
 #: what `memdyn run` and `memdyn calibrate` run when no experiment is named
 DEFAULT_SUITE: list[str] = [n for n, e in EXPERIMENTS.items() if e.in_default_suite]
