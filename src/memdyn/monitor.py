@@ -194,7 +194,7 @@ class MemorizationMonitor:
         checkpoint's rows (a dict of arrays) or None when nothing was sampled."""
         if step % self.every or _rank() != 0:
             return None
-        return self.record(step, self._sample(model, self.noise))
+        return self._measure(step, self._sample(model, self.noise))  # _sample has checked them
 
     def record(self, step: int, samples: torch.Tensor) -> dict:
         """Measure the probes' samples at ``step``, taken by the caller (who must have sampled the
@@ -205,7 +205,9 @@ class MemorizationMonitor:
             raise ValueError(f"samples must be shaped {want} (probes, *training item shape), got {tuple(samples.shape)}")
         if not torch.isfinite(samples).all():
             raise FloatingPointError(f"non-finite samples at step {step}")
-        samples = samples.detach()
+        return self._measure(step, samples.detach())
+
+    def _measure(self, step: int, samples: torch.Tensor) -> dict:
         flat = samples.reshape(samples.shape[0], -1).to(self.train.device, self.train.dtype)
         st = probe_states(flat, self.train.reshape(self.train.shape[0], -1), backend=self.backend, **self.thresholds)
         moved = (np.full(self.probes, np.nan) if self._previous is None
