@@ -50,9 +50,10 @@ def test_list_and_config(tmp_path):
     ("diffusion-tau-mem", ["--set", "ns=[8,16,32,16]"], "increasing, each >= 8"),
     ("diffusion-tau-mem", ["--set", "ns=[8,16,32]"], "diffusion-tau-mem.ns"),
     ("diffusion-calibration", ["--set", "dataset=gmm"], "diffusion-calibration.dataset"),
-    ("diffusion-episodes", ["--set", "lrs=[0.004,0.001,0.002]"], "diffusion-episodes.lrs"),
+    ("diffusion-episodes", ["--set", "lrs=[0.04,0.01,0.02]"], "diffusion-episodes.lrs"),
     ("diffusion-episodes", ["--set", "ema_lrs=[0.003]"], "diffusion-episodes.ema_lrs"),
-    ("diffusion-episodes", ["--set", "window=100"], "diffusion-episodes.window=100"),
+    ("diffusion-episodes", ["--set", "ema_time=5"], "diffusion-episodes.ema_time=5.0: the EMA needs a burn-in"),
+    ("diffusion-episodes", ["--set", "window_time=1"], "diffusion-episodes.window_time=1"),
     ("self-consuming", ["--set", "alpha=0.01"], "self-consuming.alpha=0.01"),
 ])
 def test_bad_input_exits_2_with_one_line(tmp_path, name, args, needle):
@@ -264,3 +265,26 @@ def test_every_experiments_template_is_accepted_unchanged(tmp_path, quick):
         f.write_text(template(name, quick))
         items = read_config(f, [name], quick)
         assert resolve_configs([name], quick, items)[name] == exp.resolve(quick)  # the defaults of that form
+
+
+@pytest.mark.parametrize("finding, code", [(True, 0), (False, 1)])
+def test_a_failing_finding_is_reported_without_failing_the_run(tmp_path, monkeypatch, finding, code):
+    """A claim that tests the theory on a real model may fail as a finding: reported (FAILS: finding,
+    and in stderr), exit 0; the same claim as a check fails the run."""
+    from typer.testing import CliRunner
+
+    from memdyn import runner
+    from memdyn.claims import claim
+    from memdyn.cli import app
+
+    claims = [{"experiment": "x", **claim("law", "a real model follows the law", 0.0, 9.0, 1.0,
+                                          finding=finding).to_dict()},
+              {"experiment": "x", **claim("settled", "the window settled", 0.0, 0.1, 1.0).to_dict()}]
+    (tmp_path / "results.json").write_text(json.dumps({"timings": {"x": 1.0}, "experiments": {
+        "x": {"status": "ok", "claims": 2, "hold": 1}}}))
+    monkeypatch.setattr(runner, "run_suite", lambda *a, **k: runner.RunSummary(tmp_path, claims, {}))
+    out = CliRunner().invoke(app, ["run", "x"])
+    assert out.exit_code == code, out.output
+    assert ("FAILS: finding" in out.output) == finding and ("finding(s)" in out.output) == finding
+    summary = runner.RunSummary(tmp_path, claims, {})
+    assert not summary.all_hold and summary.checks_hold == finding

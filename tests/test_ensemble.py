@@ -72,6 +72,34 @@ def test_members_do_not_depend_on_the_rest_of_the_ensemble():
                                atol=1e-4)
 
 
+def test_an_ema_member_samples_the_bias_corrected_average_of_its_own_iterates():
+    from memdyn.diffusion import ddim_sample, probe_noise
+    from memdyn.monitor import MemorizationMonitor
+
+    data = _data(1).repeat(2, 1, 1, 1, 1)
+    d, K = 0.8, 4
+    kw = dict(lrs=0.2, batch_sizes=4, weights_seeds=[1, 1], batch_seeds=[5, 5], every=K, start=K, probes=3,
+              probe_seeds=[9, 9], sample_steps=4, progress=False)
+    res = train_ensemble(build, data, steps=K, ema=[0.0, d], **kw)
+    iterates = [train_ensemble(build, data[:1], steps=k, **{**kw, "weights_seeds": [1], "batch_seeds": [5],
+                                                           "probe_seeds": [9]}).model.member(0) for k in range(1, K + 1)]
+    w = np.array([d ** (K - j) for j in range(1, K + 1)])
+    avg = build()
+    with torch.no_grad():  # sum_j d^(K-j) theta_j / sum_j d^(K-j): nothing of the initial weights
+        for name, p in avg.named_parameters():
+            p.copy_(sum(wj * dict(m.named_parameters())[name] for wj, m in zip(w / w.sum(), iterates)))
+    noise = probe_noise(3, SHAPE, 9)
+    for model, member in ((iterates[-1], 0), (avg, 1)):
+        mon = MemorizationMonitor(data[0], lambda model, z: z, probes=noise, every=K)
+        with torch.no_grad():
+            mon.record(K, ddim_sample(model, noise, NoiseSchedule(), steps=4))
+        np.testing.assert_allclose(res.monitors[member].history()["ratio"], mon.history()["ratio"], rtol=1e-3,
+                                   atol=1e-4)
+    assert not np.allclose(res.monitors[0].history()["ratio"], res.monitors[1].history()["ratio"], rtol=1e-3)
+    with pytest.raises(ValueError, match="ema"):
+        train_ensemble(build, data, steps=1, ema=[0.0, 1.0], **kw)
+
+
 def test_start_skips_sampling_during_burn_in_and_divergence_names_the_member():
     data = _data(2)
     res = train_ensemble(build, data, steps=12, lrs=0.05, batch_sizes=4, weights_seeds=[1, 2], batch_seeds=[3, 4],

@@ -1,4 +1,5 @@
-"""Each experiment's --quick form: all claims hold, tables have no NaN, figures are written."""
+"""Each experiment's --quick form: all claims hold (findings about a real model excepted), tables have no
+NaN, figures are written."""
 
 import json
 
@@ -18,7 +19,8 @@ from memdyn.runner import run_suite
 def test_quick_experiment_claims_hold(tmp_path, name):
     summary = run_suite([name], tmp_path / "run", quick=True, seed=1)
     assert not summary.errors
-    failing = [c["name"] for c in summary.claims if not c["holds"]]
+    # a finding (the theory tested on a real model) may fail: that is a result, checked over seeds in the docs
+    failing = [c["name"] for c in summary.claims if not c["holds"] and not c["finding"]]
     assert summary.claims and not failing, failing
     res = json.loads((tmp_path / f"run/{name}/results.json").read_text())
     ids = [c["id"] for c in res["claims"]]  # stable ids, unique within the experiment

@@ -28,6 +28,12 @@ the fit is inconsistent with a line (see :func:`memdyn.stats.line_fit`), and the
 
 All numbers must be finite: a NaN never reaches results.json.
 
+A claim with ``finding=True`` tests the theory, or a published law, on a real model (a network
+trained on real data), not the software against a known answer: its failure is a result about the
+model, reported like any failing claim (results.json, the report, "Theory vs practice"), but it is
+not a failed check, so ``memdyn run`` still exits 0 when every other claim holds. The measurement's
+own checks on a real model (a window that settled, a converged time resolution) are not findings.
+
 Every claim has an ``id``: a short slug given by the experiment, unique within it and stable when
 the claim's text is reworded (a claim about one setting of a grid carries the setting, as in
 ``episode-length@a=0.001``). The report's comparisons and any other reader pair claims by id, never
@@ -42,10 +48,18 @@ from dataclasses import asdict, dataclass
 
 from .stats import LineFit
 
-__all__ = ["Claim", "claim", "ID_PATTERN", "Z_CI", "Z_TOL"]
+__all__ = ["Claim", "claim", "detectable", "ID_PATTERN", "Z_CI", "Z_POWER", "Z_TOL"]
 
 Z_CI = 1.959963984540054
 Z_TOL = 4.0
+#: the one-sided 95 % normal quantile: an effect of (Z_TOL + Z_POWER) se is detected 95 % of the time
+Z_POWER = 1.6448536269514722
+
+
+def detectable(se: float) -> float:
+    """The smallest effect a claim with standard error ``se`` detects with 95 % power, (Z_TOL + Z_POWER) se
+    (its minimum detectable effect; for a two-sided claim the far tail adds under 1e-4 to the power)."""
+    return (Z_TOL + Z_POWER) * se
 
 
 @dataclass(frozen=True)
@@ -70,6 +84,7 @@ class Claim:
     flagged: bool = False
     detail: str = ""
     side: str = "both"
+    finding: bool = False
 
     @property
     def kind(self) -> str:
@@ -86,7 +101,7 @@ ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]*(@[A-Za-z0-9_.=,+-]+)?")
 
 def claim(id: str, name: str, predicted: float, measured: float, se: float = 0.0, *, predicted_se: float = 0.0,
           systematic: float = 0.0, systematic_source: str = "", accuracy: float = 0.0, accuracy_source: str = "",
-          fit: LineFit | None = None, detail: str = "", side: str = "both") -> Claim:
+          fit: LineFit | None = None, detail: str = "", side: str = "both", finding: bool = False) -> Claim:
     """Build a :class:`Claim` from an estimate and its error budget (see the module docstring).
 
     Parameters
@@ -108,6 +123,8 @@ def claim(id: str, name: str, predicted: float, measured: float, se: float = 0.0
         The line fit the measurement comes from: its misfit goes into ``detail`` and ``flagged``.
     detail : str
     side : {'both', 'at_least', 'at_most'}
+    finding : bool
+        The claim tests the theory on a real model: its failure is a finding, not a failed check.
     """
     if not (isinstance(id, str) and ID_PATTERN.fullmatch(id)):
         raise ValueError(f"claim {name!r}: id must be a slug such as 'episode-length@a=0.001' ({ID_PATTERN.pattern}), "
@@ -136,4 +153,4 @@ def claim(id: str, name: str, predicted: float, measured: float, se: float = 0.0
         detail = f"{detail}; {fit.misfit}" if detail else fit.misfit
     return Claim(id, name, predicted, measured, float(se), float(predicted_se), float(systematic), systematic_source,
                  float(accuracy), accuracy_source, tol, measured - Z_CI * se, measured + Z_CI * se, bool(holds),
-                 diff / stat if stat > 0 else None, flagged, detail, side)
+                 diff / stat if stat > 0 else None, flagged, detail, side, bool(finding))

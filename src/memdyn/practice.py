@@ -63,9 +63,6 @@ COMPARISONS = [
     Comparison("Larger steps give shorter memorization episodes",
                ("noise-mitigation", ("episode-length-ratio@knob=step",)),
                ("diffusion-episodes", ("shorter-episodes",))),
-    Comparison("Episode lengths are Arrhenius in the step: ln L grows linearly in 1/a with slope the barrier V",
-               ("memorization", ("arrhenius-slope",)),
-               ("diffusion-episodes", ("arrhenius-slope",)), form="arrhenius_form"),
     Comparison("Fitted to a real run (barrier V from its episode lengths, eps from its parameters' influence), the "
                "stylized law L = P exp(V / a) / a with V >= 0 describes the run's episode lengths",
                ("memorization", ("arrhenius-slope",)),
@@ -94,10 +91,10 @@ COMPARISONS = [
     Comparison("Fresh real data or accumulated samples keep diversity",
                ("degeneration", ("homozygosity",)),
                ("self-consuming", ("keeps-diversity@mixed", "keeps-diversity@accumulate"))),
-    Comparison("Memorization sets in later for a larger training set: tau_mem grows like n",
-               None, ("diffusion-tau-mem", ("tau-mem-slope-at-most-1", "tau-mem-slope-positive")), form="onset_form"),
-    Comparison("Samples look real before they copy: tau_gen grows more slowly than tau_mem",
-               None, ("diffusion-tau-mem", ("tau-gen-slower",))),
+    Comparison("Memorization sets in later for a larger training set: tau_mem grows like n (log-log slope 1)",
+               None, ("diffusion-tau-mem", ("tau-mem-slope", "resolution@time=tau_mem")), when="slope_test"),
+    Comparison("The time at which samples look real does not depend on n (log-log slope of tau_gen 0)",
+               None, ("diffusion-tau-mem", ("tau-gen-slope", "resolution@time=tau_gen")), when="slope_test"),
 ]
 
 

@@ -30,11 +30,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .claims import Z_TOL
+from .claims import Z_TOL, claim, detectable
 from .episodes import core_sets, detect
 
 __all__ = ["MIN_RUNS", "Resolution", "Stationarity", "bootstrap_over_runs", "mean_episode_length", "resolution",
-           "stationarity"]
+           "resolution_claim", "stationarity"]
 
 #: independent training runs per setting the protocol asks for
 MIN_RUNS = 5
@@ -195,6 +195,20 @@ def resolution(runs: Sequence[np.ndarray], spacing: float, *, factors: Sequence[
         bias = abs(float(c[-1]) - value)
     value_se = float(np.std(linear(boot[ok]), ddof=1))
     return Resolution(spacings, mean, se, False, value, value_se, bias, z, d_se, exits, boot, linear(boot))
+
+
+def resolution_claim(id: str, what: str, fine: float, fine_se: float, coarse: float, coarse_se: float, *,
+                     fine_label: str, coarse_label: str, extra: str = ""):
+    """The time resolution checked on a result: ``what`` measured from coarser checkpoints
+    (``coarse``) against the finest (``fine``), two-sided, each with its own standard error. (A
+    paired difference would detect the few steps by which a coarser spacing lengthens every episode,
+    however small against what the experiment's claims can resolve.) Returns the
+    :class:`~memdyn.claims.Claim`, whose detail states the shift it detects with 95 % power."""
+    shift_se = math.hypot(fine_se, coarse_se)
+    return claim(id, f"{what} from {coarse_label} - from {fine_label} (converged: they agree)", 0.0, coarse - fine,
+                 shift_se, detail=(f"{fine:.3g} +- {fine_se:.2g} ({fine_label}) and {coarse:.3g} +- {coarse_se:.2g} "
+                                   f"({coarse_label}); two-sided, each with its own error; detects with 95 % power a "
+                                   f"shift of {detectable(shift_se):.2g}" + (f"; {extra}" if extra else "")))
 
 
 @dataclass(frozen=True)

@@ -32,11 +32,17 @@ def _num(x: float) -> str:
     return f"{x:.5g}"
 
 
+def _verdict(c: dict) -> str:
+    if c["holds"]:
+        return "<span class='ok'>holds</span>"
+    return "<span class='bad'>fails</span>" + (" (finding: a real model disagrees)" if c.get("finding") else "")
+
+
 def _claims_table(claims: list) -> str:
     rows = ["<table><tr><th class='name'>claim</th><th>predicted</th><th>measured</th><th>95% CI</th><th>z</th>"
             "<th>systematic</th><th>accuracy</th><th>tolerance</th><th>verdict</th></tr>"]
     for c in claims:
-        ok = "<span class='ok'>holds</span>" if c["holds"] else "<span class='bad'>fails</span>"
+        ok = _verdict(c)
         if c.get("flagged"):
             ok += " <span class='bad'>misfit</span>"
         tip = "; ".join(t for t in (c.get("detail", ""), c.get("systematic_source", ""), c.get("accuracy_source", ""))
@@ -57,7 +63,7 @@ def _claim_cell(claims: list) -> str:
         return "<td class='name'>not modelled</td>"
     items = []
     for c in claims:
-        ok = "<span class='ok'>holds</span>" if c["holds"] else "<span class='bad'>fails</span>"
+        ok = _verdict(c)
         if c.get("flagged"):
             ok += " <span class='bad'>misfit</span>"
         items.append(f"{html.escape(c['name'])}: predicted {_BOUND.get(c.get('side', 'both'), '')}{_num(c['predicted'])}, "
@@ -93,7 +99,10 @@ def write_report(run_dir) -> Path:
         raise FileNotFoundError(f"{run_dir} has no results.json (not a memdyn run directory)")
     cfg = store.read_json("config.json") or {}
     n_ok = sum(c["holds"] for c in res["claims"])
-    verdict = "all claims hold" if res["all_hold"] else f"{n_ok} of {len(res['claims'])} claims hold"
+    n_find = sum(not c["holds"] and c.get("finding", False) for c in res["claims"])
+    verdict = "all claims hold" if res["all_hold"] else f"{n_ok} of {len(res['claims'])} claims hold" + (
+        f" ({n_find} failing claim{'s are findings' if n_find > 1 else ' is a finding'}: a real model disagrees "
+        "with the theory)" if n_find else "")
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>memdyn report</title><style>{_CSS}</style>"
              "</head><body>",
              "<h1>memdyn report</h1>",

@@ -16,7 +16,10 @@ takes: the gradient of the mean loss over its batch, then
 Batch sizes may differ between members: every member draws ``max(batch_sizes)`` items and weights
 the first ``batch_sizes[m]`` of them by 1 / batch_sizes[m], the rest by 0.
 
-Every ``every`` steps all members' probes are sampled by DDIM at once and handed to one
+A member with an EMA decay d > 0 (``ema``) is sampled from the bias-corrected exponential moving
+average of its weights over its own iterates, e_k = sum_(j=1..k) d^(k-j) theta_j / sum_(j=1..k) d^(k-j)
+(as :func:`memdyn.diffusion.train` keeps it: nothing of the weights it started from), the rest from
+their weights. Every ``every`` steps all members' probes are sampled by DDIM at once and handed to one
 :class:`memdyn.monitor.MemorizationMonitor` per member (:meth:`~memdyn.monitor.MemorizationMonitor.record`),
 so their histories, core sets and episodes are the monitor's.
 """
@@ -31,6 +34,7 @@ import numpy as np
 import torch
 
 from .schedule import NoiseSchedule, ddim_sample, probe_noise
+from .train import ema_keep
 
 __all__ = ["EnsembleResult", "StackedMLP", "train_ensemble"]
 
@@ -122,11 +126,21 @@ class StackedMLP(torch.nn.Module):
             h = h + self._linear(pre + "mlp.2", silu(self._linear(pre + "mlp.0", u)))
         return self._linear("out.1", self._norm("out.0", h)).reshape(x.shape)
 
+    @torch.no_grad()
+    def sample(self, noise: torch.Tensor, schedule: NoiseSchedule, steps: int) -> torch.Tensor:
+        """DDIM samples of every member at once: ``noise`` (M, P, ...) -> (M, P, ...), member m's
+        samples from noise[m]."""
+        if noise.shape[0] != self.members:
+            raise ValueError(f"noise must be (members = {self.members}, probes, ...), got {tuple(noise.shape)}")
+        flat = noise.reshape(-1, *noise.shape[2:])
+        return ddim_sample(_Flat(self), flat, schedule, steps=steps, batch=flat.shape[0]).reshape(noise.shape)
+
     def member(self, m: int) -> torch.nn.Module:
         """Member m as a ResidualMLP (a copy of its current weights)."""
         import copy
 
         out = copy.deepcopy(self.template)
+        self._params = list(self.weights)
         with torch.no_grad():
             for k, p in out.named_parameters():
                 p.copy_(self._p(k)[m])
@@ -148,7 +162,7 @@ def train_ensemble(build: Callable[[], torch.nn.Module], data: torch.Tensor, *, 
                    weights_seeds: Sequence[int] | None, batch_seeds: Sequence[int], optimizer: str = "sgd",
                    schedule: NoiseSchedule | None = None, every: int = 1, start: int = 0, probes: int = 32,
                    probe_seeds: Sequence[int] | None = None, sample_steps: int = 10, progress: bool = True,
-                   start_from: Sequence[torch.nn.Module] | None = None) -> EnsembleResult:
+                   start_from: Sequence[torch.nn.Module] | None = None, ema=0.0) -> EnsembleResult:
     """Train M independent denoisers together and monitor their memorization.
 
     Parameters
@@ -184,6 +198,10 @@ def train_ensemble(build: Callable[[], torch.nn.Module], data: torch.Tensor, *, 
     start_from : sequence of M ResidualMLP, optional
         Start member m from a copy of this model's weights (e.g. a pre-trained state, with a fresh
         optimizer state) instead of fresh weights.
+    ema : float or sequence of M floats
+        EMA decay d in [0, 1) per member; d > 0: the member's probes are sampled from its
+        bias-corrected EMA (it averages over about 1 / (1 - d) steps: count episodes only after
+        several of those), d = 0: from its weights. ``model`` in the result holds the weights.
 
     Raises
     ------
@@ -207,6 +225,9 @@ def train_ensemble(build: Callable[[], torch.nn.Module], data: torch.Tensor, *, 
     ws = _per_member("weights_seeds", range(M) if weights_seeds is None else weights_seeds, M, int)
     bseed = _per_member("batch_seeds", batch_seeds, M, int)
     ps = _per_member("probe_seeds", ws if probe_seeds is None else probe_seeds, M, int)
+    decay = _per_member("ema", ema, M, float)
+    if not all(0 <= d < 1 for d in decay):
+        raise ValueError(f"ema must be in [0, 1) per member, got {decay}")
     if not all(math.isfinite(v) and v > 0 for v in lr):
         raise ValueError(f"lrs must be finite and > 0, got {lr}")
     if min(bs) < 1:
@@ -222,6 +243,9 @@ def train_ensemble(build: Callable[[], torch.nn.Module], data: torch.Tensor, *, 
     from .models import seeded
 
     net = StackedMLP(models if start_from is not None else [seeded(build, s) for s in ws])
+    averaged = any(d > 0 for d in decay)
+    # the EMA members' sampled copy (others: their weights, copied in at each checkpoint)
+    shadow = StackedMLP([net.member(m) for m in range(M)]).requires_grad_(False) if averaged else net
     shape = tuple(data.shape[2:])
     B = max(bs)
     weight = torch.zeros(M, B)
@@ -242,8 +266,7 @@ def train_ensemble(build: Callable[[], torch.nn.Module], data: torch.Tensor, *, 
 
     def checkpoint(step):
         with torch.no_grad():
-            out = ddim_sample(flat, noise, schedule, steps=sample_steps, batch=noise.shape[0])
-        out = out.reshape(M, probes, *shape)
+            out = shadow.sample(noise.reshape(M, probes, *shape), schedule, sample_steps)
         bad = ~torch.isfinite(out.reshape(M, -1)).all(1)
         if bad.any():
             m = int(torch.nonzero(bad)[0])
@@ -257,6 +280,7 @@ def train_ensemble(build: Callable[[], torch.nn.Module], data: torch.Tensor, *, 
         mom = [torch.zeros_like(p) for p in params]
         sq = [torch.zeros_like(p) for p in params]
     lr_b = [lr_t.reshape((M,) + (1,) * (p.ndim - 1)) for p in params]
+    has_ema = [torch.tensor([d > 0 for d in decay]).reshape((M,) + (1,) * (p.ndim - 1)) for p in params]
     losses = np.empty((M, steps))
     if start <= 0:
         checkpoint(0)
@@ -290,7 +314,16 @@ def train_ensemble(build: Callable[[], torch.nn.Module], data: torch.Tensor, *, 
                 denom = torch._foreach_add(torch._foreach_sqrt(torch._foreach_div(sq, 1 - 0.999**k)), 1e-8)
                 torch._foreach_sub_(params, torch._foreach_div(torch._foreach_mul(mom, [v / (1 - 0.9**k) for v in lr_b]),
                                                                denom))
+        if averaged:
+            with torch.no_grad():
+                w = torch.tensor([1.0 - ema_keep(d, k) for d in decay])
+                torch._foreach_lerp_(list(shadow.weights), params,
+                                     [w.reshape((M,) + (1,) * (p.ndim - 1)) for p in params])
         if k % every == 0 and k >= start:
+            if averaged:
+                with torch.no_grad():
+                    for e, p, h in zip(shadow.weights, params, has_ema):
+                        e.copy_(torch.where(h, e, p))
             checkpoint(k)
         if bar is not None:
             bar.set_postfix({"f_mem": f"{np.mean([mo.last for mo in mons]):.2f}"}, refresh=False)

@@ -61,6 +61,15 @@ def _save(path: Path, state: dict) -> None:
     atomic_write(path, buf.getvalue())
 
 
+
+def ema_keep(decay: float, k: int) -> float:
+    """The share of the bias-corrected EMA kept at optimizer step k >= 1: e_k = keep e_(k-1) + (1 - keep)
+    theta_k with keep = d (1 - d^(k-1)) / (1 - d^k), so that e_k = sum_(j=1..k) d^(k-j) theta_j /
+    sum_(j=1..k) d^(k-j), the trained iterates only (keep = 0 at k = 1: the first step copies the
+    weights; d = 0 gives e_k = theta_k)."""
+    return decay * (1.0 - decay ** (k - 1)) / (1.0 - decay**k) if decay > 0 else 0.0
+
+
 def train(model: torch.nn.Module, data: torch.Tensor, *, steps: int, lr: float, schedule: NoiseSchedule | None = None,
           optimizer: str = "adam", batch_size: int = 64, ema: float | None = None, seed: int = 0, monitor=None,
           checkpoint: str | Path | None = None, checkpoint_every: int = 1000, progress: bool = True,
@@ -169,8 +178,7 @@ def train(model: torch.nn.Module, data: torch.Tensor, *, steps: int, lr: float, 
         opt.step()
         done += 1
         if shadow is not None:
-            # bias-corrected: the first step copies the weights, later ones decay toward ema
-            keep = ema * (1.0 - ema ** (done - 1)) / (1.0 - ema**done)
+            keep = ema_keep(ema, done)
             with torch.no_grad():
                 for p, q in zip(shadow.parameters(), model.parameters()):
                     p.lerp_(q, 1.0 - keep)

@@ -1,45 +1,39 @@
-"""Experiment ``diffusion-episodes``: memorization episodes in a real diffusion model, against the
-learning rate and with or without EMA.
+"""Experiment ``diffusion-episodes``: memorization episodes in a real diffusion model under plain
+constant-step SGD, against the learning rate and with or without sampling from an EMA of the weights.
 
-The theory's fast variable hops between memorizing states at rates set by the step size: with a
-barrier V in the loss landscape, the mean dwell time in a memorizing state grows like exp(V / a)
-(Arrhenius in the step a), so larger steps give shorter episodes; anything that lowers the noise of
-the sampled parameters (an exponential moving average of the weights, EMA) lengthens them.
+Theory. At step a (batch size B fixed) a memorizing state is left over a barrier after a mean time
+P exp(V B / a) in t = a k, so the mean episode length in steps is L(a) = P exp(V B / a) / a: with
+V >= 0 larger steps give shorter episodes. Sampling from an exponential moving average (EMA) of the
+weights low-pass filters the fast variable: an excursion of the weights shorter than the EMA's
+horizon moves the average less, so fewer of them take its samples out of a memorizing core, and
+episodes of the EMA model are at least as long as those of the weights it averages.
 
-Here a residual MLP denoiser (x0 prediction, Adam at a constant learning rate) trains on n real
-MNIST digits with the memorization monitor attached. After ``burn`` steps (memorization has set in:
-f_mem is near 1) every probe's sample is labelled every ``every`` steps for ``window`` steps with
-the core sets of :func:`memdyn.memorization.probe_states`; a probe's memorization episode is a stay
-in the core of one training digit. Each replicate uses the same training digits, initial weights,
-batches and probes at every learning rate (common random numbers), so the conditions differ only in
-the learning rate and EMA.
+Before any run the claims were fixed as (one-sided where the theory predicts a direction, each with
+the smallest effect it detects with 95 % power):
 
-Per condition: the mean episode length in steps (exponential maximum likelihood, pooled over probes
-and replicates: exposure / completed episodes; episodes running at the start of the window are
-dropped, those running at its end are censored), the coefficient of variation of completed lengths,
-the number of episodes and f_mem. Standard errors come from a bootstrap over probes (resampled
-jointly across conditions, so differences are paired), since probes differ widely in how stable
-their digit is (CV ~ 2: the pooled lengths are not one exponential law).
+* **larger steps, shorter episodes**: ln L(smallest lr) - ln L(largest lr) >= 0 (L in steps);
+* **EMA lengthens episodes** at each learning rate: ln L(EMA) - ln L(weights) >= 0, on the same
+  training trajectories (the EMA members take the same batches: only the sampled model differs);
+* per setting, **settled**: f_mem in the counting window's halves agree (two-sided);
+* **resolution** (two-sided): each of the two effects above measured from checkpoints every
+  ``factors[1]`` steps agrees with every step (each with its own error).
 
-Claims (what the theory predicts, tested one-sided where it predicts only a direction):
-
-* larger steps, shorter episodes: ln L(smallest lr) - ln L(largest lr) >= 0;
-* the Arrhenius slope of ln L against 1/lr is >= 0 (a positive barrier); its line's chi^2 and p
-  say whether the data look Arrhenius at all, and the slope of ln L against ln lr (a power law) is
-  reported beside it;
-* EMA sampling lengthens episodes: the exit rate from memorized states (completed episodes per
-  step spent in them) is lower with EMA, rate(no EMA) - rate(EMA) >= 0 at each EMA learning rate (a
-  rate stays finite when an EMA run sees few or no episodes end; its mean length is then a lower
-  bound, marked in the table).
+The measurement is that of ``diffusion-temperature`` (:mod:`memdyn.experiments.sgd_runs`,
+:mod:`memdyn.protocol`): ``replicates`` runs (own digits, initial weights, probes) pre-trained by SGD,
+then each learning rate continued for ``burn_time`` and ``window_time`` in t = lr x steps, every probe
+labelled at every step; intervals by the bootstrap over runs with probes within runs, paired across
+settings (they share runs). A setting that has not settled or saw fewer than ``min_exits`` exits
+is left out of the claims on lengths. The EMA is done right: bias-corrected (an average of the
+trained iterates only, nothing of the pre-trained weights), with decay d = 1 - lr / ``ema_time`` (a
+horizon of ``ema_time`` in t at every learning rate) and a burn-in of at least 5 / (1 - d) steps.
 
 The stylized model fitted to the run (:func:`memdyn.practice.stylized_fit`): its barrier V and
-prefactor P from ln(lr L) = ln P + V / lr (the exit law with its 1/a prefactor), and eps from the
-trained network's Hessian-diagonal influence (the fewest parameters carrying half the total are
-the strong group; a network's ln I has no gap). Its predictions beside the measurements are the
+prefactor P from ln(lr L) = ln P + V / lr over the settled learning rates, and eps from each trained
+network's Hessian-diagonal influence (the fewest parameters carrying half the total are the strong
+group; a network's ln I has no gap); beside it, how much of a small perturbation of each group is
+left after ``relax_time`` (in t) of the same SGD. Its predictions beside the measurements are the
 table ``stylized``; whether a law with V >= 0 describes the run is the summary's ``stylized_fit``
-verdict (shown in "Theory vs practice"). With Adam, a parameter's step is divided by its gradient's
-RMS, so eps from the influence does not set the groups' speeds as it does under SGD; the slow time
-1/(lr eps) is the stylized model's, reported, not tested.
+verdict (shown in "Theory vs practice").
 """
 
 from __future__ import annotations
@@ -51,304 +45,264 @@ import pandas as pd
 from matplotlib.figure import Figure as MplFigure
 from pydantic import Field
 
-from ..claims import claim
-from ..episodes import coefficient_of_variation, detect
+from ..claims import claim, detectable
 from ..practice import span_text, stylized_fit
-from ..stats import bootstrap_slopes, line_fit
-from .base import ConfigError, Context, Experiment, ExperimentConfig, ExperimentError, Figure, Outcome
+from .base import ConfigError, Context, Experiment, ExperimentError, Figure, Outcome
+from ..protocol import resolution_claim
+from .sgd_runs import SGDRunsConfig, check_runs, continue_runs, f_mem, measure, nullable, pretrain
 
-BOOT = 1000  # bootstrap resamples of the probes
 INFLUENCE_BATCHES = 4  # batches (x 4 Hutchinson probes) for the trained network's influence
 EPS_MASS = 0.5  # the strong group: the fewest parameters that carry this share of the total influence
-RELAX_STEPS = 300  # Adam steps over which the two groups' relaxation after a perturbation is followed
 
 
-class DiffusionEpisodesConfig(ExperimentConfig):
-    dataset: str = Field("mnist5k-14", pattern="^(mnist5k|mnist5k-14|mnist5k-7|digits8)$", description="image dataset")
-    n: int = Field(16, ge=4, le=256, description="training digits")
-    lrs: list[float] = Field([2.5e-4, 1e-3, 4e-3], min_length=3, max_length=8,
-                             description="constant Adam learning rates (>= 3, increasing, each in (0, 0.05])")
-    ema: float = Field(0.999, gt=0, lt=1, description="EMA decay of the weights in the EMA runs")
+class DiffusionEpisodesConfig(SGDRunsConfig):
+    lrs: list[float] = Field([0.005, 0.01, 0.02, 0.05], min_length=3, max_length=8, description=(
+        "plain SGD learning rates (>= 3, increasing, each in (0, 1])"))
+    batch: int = Field(8, ge=1, le=4096, description="batch size")
+    ema_time: float = Field(0.2, gt=0, le=1e4, description=(
+        "EMA horizon in lr * steps: decay 1 - lr / ema_time at each learning rate (burn_time > 5 ema_time)"))
     ema_lrs: list[float] | None = Field(None, min_length=1, max_length=8, description=(
-        "learning rates (from lrs) also run with EMA sampling; default: all of them"))
-    replicates: int = Field(2, ge=1, le=20, description=(
-        "training runs per condition (each: its own digits, weights, batches and probes, shared across conditions)"))
-    width: int = Field(256, ge=16, le=2048, description="MLP width")
-    batch: int = Field(64, ge=1, le=4096, description="batch size")
-    probes: int = Field(32, ge=8, le=1024, description="probes of the monitor")
-    sample_steps: int = Field(10, ge=2, le=1000, description="DDIM steps per sample")
-    burn: int = Field(2000, ge=0, le=10**6, description="training steps before episodes are counted")
-    window: int = Field(4000, ge=100, le=10**7, description="training steps over which episodes are counted")
-    every: int = Field(20, ge=1, le=10**4, description="steps between checkpoints (the episodes' time resolution)")
+        "learning rates (from lrs) also sampled from the EMA; default: all of them"))
+    relax_time: float = Field(2.0, gt=0, le=1e4, description=(
+        "lr * steps over which the two parameter groups' relaxation after a small perturbation is followed"))
 
 
 class DiffusionEpisodes(Experiment):
     name = "diffusion-episodes"
     section = "7. Memorization in real diffusion training"
-    prediction = ("Memorization episodes in a real diffusion model get shorter as the learning rate grows (Arrhenius in "
-                  "the step: ln L ~ V / lr) and longer when samples come from an EMA of the weights.")
-    summary = "MLP denoiser on MNIST digits: memorization episode lengths vs learning rate and EMA"
+    prediction = ("Under plain SGD, memorization episodes of a real diffusion model get shorter as the learning rate "
+                  "grows (L = P exp(V B / lr) / lr steps) and longer when samples come from an EMA of the weights.")
+    summary = "MLP denoiser under plain SGD: memorization episode lengths vs learning rate and EMA sampling"
     Config = DiffusionEpisodesConfig
-    quick = {"ema_lrs": [1e-3], "replicates": 1, "burn": 1000, "window": 2000, "width": 128, "batch": 32}
+    quick = {"replicates": 5, "pretrain_time": 800.0, "burn_time": 10.0, "window_time": 20.0}
     sample_keys = ("replicates", "probes")
-    suite_form = "quick"  # the default suite runs the quick form (about a minute)
+    suite_form = "quick"
 
     def check(self, cfg):
         lrs = cfg.lrs
-        if any(b <= a for a, b in zip(lrs, lrs[1:])) or lrs[0] <= 0 or lrs[-1] > 0.05:
-            raise ConfigError(f"invalid value for diffusion-episodes.lrs={lrs}: increasing, each in (0, 0.05]")
+        if any(b <= a for a, b in zip(lrs, lrs[1:])) or lrs[0] <= 0 or lrs[-1] > 1:
+            raise ConfigError(f"invalid value for diffusion-episodes.lrs={lrs}: increasing, each in (0, 1]")
         bad = [v for v in (cfg.ema_lrs or []) if not any(math.isclose(v, a) for a in lrs)]
         if bad:
             raise ConfigError(f"invalid value for diffusion-episodes.ema_lrs={cfg.ema_lrs}: each must be one of lrs "
                               f"{lrs}")
-        if cfg.window < 10 * cfg.every:
-            raise ConfigError(f"invalid value for diffusion-episodes.window={cfg.window}: need at least 10 checkpoints "
-                              f"(window >= 10 * every = {10 * cfg.every})")
+        if cfg.ema_time >= cfg.burn_time / 5:
+            raise ConfigError(f"invalid value for diffusion-episodes.ema_time={cfg.ema_time}: the EMA needs a burn-in "
+                              f"of 5 horizons, so ema_time < burn_time / 5 = {cfg.burn_time / 5:g}")
+        if cfg.ema_time <= lrs[-1]:
+            raise ConfigError(f"invalid value for diffusion-episodes.ema_time={cfg.ema_time}: the decay 1 - lr / "
+                              f"ema_time must be > 0 at lr={lrs[-1]:g}")
+        check_runs(cfg, self.name, lrs[-1])
 
     def run(self, cfg, ctx: Context) -> Outcome:
-        ema_lrs = cfg.lrs if cfg.ema_lrs is None else cfg.ema_lrs
-        conds = [(lr, False) for lr in cfg.lrs] + [(lr, True) for lr in ema_lrs]
-        k0 = cfg.burn // cfg.every
-        # per condition and replicate: each probe's exposure (checkpoints in memorized episodes) and completed count
-        per, runs = {}, {}
-        for lr, ema in conds:
-            for r in range(cfg.replicates):
-                seed = ctx.seed_for("replicate", r) % 2**31  # the same at every learning rate
-                res = ctx.cell(f"lr={lr:g}_ema={int(ema)}_rep={r}", lambda lr=lr, ema=ema, seed=seed:
-                               _train_one(cfg, lr, cfg.ema if ema else None, seed))
-                runs[(lr, ema, r)] = res
-                per[(lr, ema, r)] = _probe_counts(res["states"][:, k0:], cfg.n, cfg.probes)
-        rows, lnl, boot = [], {}, {}
-        rng = np.random.default_rng(ctx.seed_for("bootstrap"))
-        weights = rng.multinomial(cfg.probes, np.full(cfg.probes, 1 / cfg.probes), size=(BOOT, cfg.replicates))
-        rate, rate_b = {}, {}
-        for lr, ema in conds:
-            expo = np.stack([per[(lr, ema, r)]["exposure"] for r in range(cfg.replicates)])
-            done = np.stack([per[(lr, ema, r)]["completed"] for r in range(cfg.replicates)])
-            if expo.sum() == 0 or (not ema and done.sum() < 5):
-                raise ExperimentError(f"diffusion-episodes: at lr={lr:g}{' with EMA' if ema else ''} only "
-                                      f"{int(done.sum())} memorization episodes ended within the window; raise burn, "
-                                      "window or replicates")
-            e_b, d_b = np.einsum("brp,rp->b", weights, expo), np.einsum("brp,rp->b", weights, done)
-            rate[(lr, ema)] = done.sum() / (expo.sum() * cfg.every)  # exits per step in memorized states
-            rate_b[(lr, ema)] = d_b / np.maximum(e_b * cfg.every, 1e-300)
-            lnl[(lr, ema)] = math.log(expo.sum() * cfg.every / max(done.sum(), 1))  # a lower bound when none ended
-            with np.errstate(divide="ignore"):
-                b = np.log(e_b * cfg.every / d_b)
-            boot[(lr, ema)] = b
-            lengths = np.concatenate([per[(lr, ema, r)]["lengths"] for r in range(cfg.replicates)]) * cfg.every
-            fm = np.mean([runs[(lr, ema, r)]["f_mem"][k0:].mean() for r in range(cfg.replicates)])
-            rows.append({"lr": lr, "ema": ema, "mean_length": math.exp(lnl[(lr, ema)]),
-                         "lower_bound": bool(done.sum() == 0), "exit_rate": rate[(lr, ema)],
-                         "exit_rate_se": _sd(rate_b[(lr, ema)]),
-                         "log_mean_length": lnl[(lr, ema)], "log_mean_length_se": _sd(b) if done.sum() >= 5 else None,
-                         "completed": int(done.sum()), "censored": int(sum(per[(lr, ema, r)]["censored"]
-                                                                          for r in range(cfg.replicates))),
-                         "cv": coefficient_of_variation(lengths) if lengths.size > 2 else None,
-                         "f_mem": float(fm)})
-        tab = pd.DataFrame(rows).astype({"cv": "Float64", "log_mean_length_se": "Float64"})  # NA: too few episodes
-        plain = cfg.lrs
-        y = np.array([lnl[(lr, False)] for lr in plain])
-        yb = np.stack([boot[(lr, False)] for lr in plain], axis=1)  # (BOOT, lrs)
-        se = np.array([_sd(yb[:, i]) for i in range(len(plain))])
-        inv, logs = 1 / np.asarray(plain), np.log(plain)
-        arr = line_fit(inv, y, se)
-        slope_b = bootstrap_slopes(inv, yb, se)
-        power = line_fit(logs, y, se)
-        power_b = bootstrap_slopes(logs, yb, se)
-        claims = []
-        d, db = y[0] - y[-1], yb[:, 0] - yb[:, -1]
-        claims.append(claim("shorter-episodes",
-                            f"larger steps, shorter episodes: ln L(lr={plain[0]:g}) - ln L(lr={plain[-1]:g})", 0.0, d,
-                            _sd(db), side="at_least",
-                            detail=(f"mean episode lengths {math.exp(y[0]):.0f} and {math.exp(y[-1]):.0f} steps; "
-                                    "one-sided; se from a bootstrap over probes, paired across learning rates")))
-        claims.append(claim("arrhenius-slope",
-                            "Arrhenius slope of ln L against 1/lr (a barrier V > 0)", 0.0, arr.slope, _sd(slope_b),
-                            side="at_least", fit=arr,
-                            detail=(f"the line's chi2 = {arr.chi2:.3g} on {arr.dof} dof (p = {arr.p_value:.2g}); a power "
-                                    f"law ln L = c + b ln lr gives b = {power.slope:.3f} +- {_sd(power_b):.3f} "
-                                    f"(p = {power.p_value:.2g}); se from the bootstrap")))
-        for lr in ema_lrs:
-            e, eb = rate[(lr, False)] - rate[(lr, True)], rate_b[(lr, False)] - rate_b[(lr, True)]
-            bound = "at least " if rate[(lr, True)] == 0 else ""
-            claims.append(claim(f"ema-lengthens@lr={lr:g}",
-                                f"EMA ({cfg.ema:g}) lengthens episodes at lr={lr:g}: exit rate (per step) without EMA - "
-                                "with EMA", 0.0, e, _sd(eb), side="at_least",
-                                detail=(f"mean lengths {bound}{math.exp(lnl[(lr, True)]):.0f} (EMA) and "
-                                        f"{math.exp(lnl[(lr, False)]):.0f} steps; one-sided, paired bootstrap")))
-        def mean_of(key, power=1):  # per plain lr, over replicates (power 2: standard errors of the mean)
-            return np.array([np.mean([float(runs[(lr, False, r)][key]) ** power for r in range(cfg.replicates)])
-                             for lr in plain])
-
-        eps, eps_se = mean_of("eps"), np.sqrt(mean_of("eps_se", 2) / cfg.replicates)
-        sty = stylized_fit(plain, y, se, boot=yb, eps=eps, eps_se=eps_se)
-
-        stylized = pd.DataFrame({"lr": plain, "mean_length": np.exp(y), "log_mean_length_se": se,
-                                 "stylized_length": np.exp(sty.predicted), "bounded_length": np.exp(sty.bounded),
-                                 "eps": eps, "eps_se": eps_se, "slow_time": sty.slow_time,
-                                 "strong_share": mean_of("strong_share"), "left_strong": mean_of("left_strong"),
-                                 "left_weak": mean_of("left_weak"), "relax_strong": mean_of("relax_strong")})
-        # NA: the strong group's distance never fell below its start within RELAX_STEPS (no relaxation time)
-        stylized["relax_strong"] = pd.array([v if math.isfinite(v) else None for v in stylized["relax_strong"]],
-                                            dtype="Float64")
-        sty_verdict = sty.verdict()
-        tau = stylized["relax_strong"].to_numpy(dtype=float, na_value=np.nan)
-        tau_text = span_text(tau[np.isfinite(tau)], ".2g") if np.isfinite(tau).any() else "beyond reach"
-        sty_verdict["how"] += (
-            f". The stylized model also assumes that inside a well the fast variable relaxes much faster than it "
-            f"leaves: after {RELAX_STEPS} Adam steps the network keeps {span_text(stylized['left_strong'], '.0%')} of a "
-            f"small perturbation of its strong parameters and {span_text(stylized['left_weak'], '.0%')} of the weak ones "
-            f"(strong relaxation time about {tau_text} steps, against episodes of {span_text(np.exp(y), '.0f')} "
-            "steps): episodes end long before the parameters forget a perturbation")
-        looks = "are inconsistent with the Arrhenius line" if arr.flagged else "are not rejected by the Arrhenius line"
-        favour = ("the power law fits better" if power.p_value > arr.p_value else "the Arrhenius line fits better")
-        summary = {"arrhenius_form": bool(not arr.flagged and arr.p_value >= power.p_value),
-                   "arrhenius_slope": arr.slope, "arrhenius_slope_se": _sd(slope_b), "arrhenius_p": arr.p_value,
-                   "power_slope": power.slope, "power_slope_se": _sd(power_b), "power_p": power.p_value,
-                   "verdict": (f"the episode lengths {looks} in 1/lr (chi2 p = {arr.p_value:.2g}); a power law in lr, "
-                               f"exponent {power.slope:.3f} +- {_sd(power_b):.3f}, has p = {power.p_value:.2g}: "
-                               f"{favour}; over a {cfg.lrs[-1] / cfg.lrs[0]:g}-fold range of learning rates the mean "
-                               f"length changes {math.exp(y[0] - y[-1]):.2f}-fold"),
-                   "stylized_barrier": sty.barrier, "stylized_barrier_se": sty.barrier_se,
-                   "stylized_log_prefactor": sty.log_prefactor, "eps": float(eps.mean()),
-                   "stylized_fit": sty_verdict}
-        fits = pd.DataFrame([{"model": "arrhenius: ln L vs 1/lr", "slope": arr.slope, "slope_se": _sd(slope_b),
-                              "chi2": arr.chi2, "dof": arr.dof, "p_value": arr.p_value},
-                             {"model": "power law: ln L vs ln lr", "slope": power.slope, "slope_se": _sd(power_b),
-                              "chi2": power.chi2, "dof": power.dof, "p_value": power.p_value}])
-        fits = pd.concat([fits, pd.DataFrame([{"model": "stylized law: ln(lr L) vs 1/lr", "slope": sty.barrier,
-                                               "slope_se": sty.barrier_se, "chi2": sty.fit.chi2, "dof": sty.fit.dof,
-                                               "p_value": sty.fit.p_value}])], ignore_index=True)
-        return Outcome(claims, {"episodes": tab, "fits": fits, "stylized": stylized},
-                       [_figure(cfg, tab, runs, k0, arr, power, summary["verdict"], sty, sty_verdict)], summary)
+        ema_lrs = [a for a in cfg.lrs if cfg.ema_lrs is None or any(math.isclose(a, v) for v in cfg.ema_lrs)]
+        pre = ctx.cell("pretrain", lambda: pretrain(cfg, ctx))
+        R = cfg.replicates
+        rows, boot, traces = [], {}, {}
+        for lr in cfg.lrs:
+            sets = [(cfg.batch, 0.0)] + ([(cfg.batch, 1 - lr / cfg.ema_time)] if lr in ema_lrs else [])
+            res = ctx.cell(f"lr={lr:g}", lambda lr=lr, sets=sets: continue_runs(
+                cfg, ctx, "sgd", lr, 1.0, pre, sets, after=lambda r, m, lr=lr: _two_scales(cfg, lr, r, m)))
+            for j, (_, d) in enumerate(sets):
+                runs = [res["states"][j * R + r] for r in range(R)]
+                mem = [res["memorized"][j * R + r] for r in range(R)]
+                row, b = measure(cfg, lr, runs, mem, lr=lr, ema=d > 0, decay=d)
+                row["log_length"] = row["log_time"] - math.log(lr)  # ln L, L in steps
+                rows.append(row)
+                boot[(lr, d > 0)] = b - math.log(lr)  # draws of ln L at every spacing
+                traces[(lr, d > 0)] = {"f_mem": f_mem(mem), "states": runs[0]}
+            for k in ("eps", "eps_se", "strong_share", "left_strong", "left_weak"):
+                rows[-len(sets)][k] = float(np.mean(res[k])) if k != "eps_se" else float(
+                    np.sqrt(np.mean(np.square(res[k])) / R))
+        tab = nullable(pd.DataFrame(rows))
+        claims, summary, sty = _claims(cfg, rows, boot, ema_lrs)
+        stylized = None
+        if sty is not None:
+            fit, use = sty
+            stylized = nullable(pd.DataFrame({
+                "lr": fit.steps, "mean_length": np.exp(fit.log_length), "log_mean_length_se": fit.log_length_se,
+                "stylized_length": np.exp(fit.predicted), "bounded_length": np.exp(fit.bounded), "eps": fit.eps,
+                "eps_se": fit.eps_se, "slow_time": fit.slow_time,
+                **{k: [r[k] for r in use] for k in ("strong_share", "left_strong", "left_weak")}}))
+        tables = {"settings": tab} | ({"stylized": stylized} if stylized is not None else {})
+        return Outcome(claims, tables, [_figure(cfg, tab, traces, boot, summary, sty)], summary)
 
 
-def _sd(values) -> float:
-    v = np.asarray(values, dtype=np.float64)
-    v = v[np.isfinite(v)]
-    return float(np.std(v, ddof=1)) if v.size > 1 else float("nan")
+def _claims(cfg, rows, boot, ema_lrs):
+    """The claims on the measured rows and the summary; the stylized fit (fit, its rows) or None."""
+    out = []
+    for r in rows:
+        what = f"lr={r['lr']:g}" + (f" EMA (decay {r['decay']:.4g})" if r["ema"] else "")
+        out.append(claim(f"settled@lr={r['lr']:g},ema={int(r['ema'])}",
+                         f"{what}: f_mem in the window's second half - first half", 0.0, r["halves_diff"],
+                         r["halves_se"], detail=(f"window from step {r['window_start']} of the counting window (MSER), "
+                                                 f"f_mem {r['f_mem']:.2f}; bootstrap over runs and whole probe series")))
+    usable = {(r["lr"], r["ema"]): r for r in rows if r["settled"] and r["exits"] >= cfg.min_exits}
+    excluded = [f"lr={r['lr']:g}{' EMA' if r['ema'] else ''} ("
+                + ("not settled" if not r["settled"] else f"{r['exits']} exits < {cfg.min_exits}") + ")"
+                for r in rows if (r["lr"], r["ema"]) not in usable]
+    plain = [a for a in cfg.lrs if (a, False) in usable]
+    if len(plain) < 2:
+        raise ExperimentError(f"diffusion-episodes: only {len(plain)} learning rate(s) settled with at least min_exits "
+                              f"= {cfg.min_exits} exits (left out: {'; '.join(excluded)}); raise window_time, "
+                              "replicates or probes")
+    f2 = cfg.factors[1]
+
+    def one_sided(cid, text, value, draws, detail):
+        se = float(np.nanstd(draws[:, 0], ddof=1))
+        mde = detectable(se)
+        out.append(claim(cid, text, 0.0, value, se, side="at_least", finding=True,
+                         detail=(f"{detail}; one-sided; an effect of {mde:.2g} would be shown > 0 with 95 % power; "
+                                 "paired bootstrap over runs and probes")))
+        return se
+
+    lo, hi = plain[0], plain[-1]
+    d_lr = boot[(lo, False)] - boot[(hi, False)]  # (BOOT, spacings)
+    value_lr = usable[(lo, False)]["log_length"] - usable[(hi, False)]["log_length"]
+    se_lr = one_sided("shorter-episodes", f"larger steps, shorter episodes: ln L(lr={lo:g}) - ln L(lr={hi:g})",
+                      value_lr, d_lr, f"mean episode lengths {math.exp(usable[(lo, False)]['log_length']):.0f} and "
+                                      f"{math.exp(usable[(hi, False)]['log_length']):.0f} steps (batch {cfg.batch})")
+    effects = {"lr": (d_lr, value_lr)}
+    ema_rows = []
+    for a in ema_lrs:
+        if (a, True) in usable and (a, False) in usable:
+            d = boot[(a, True)] - boot[(a, False)]
+            v = usable[(a, True)]["log_length"] - usable[(a, False)]["log_length"]
+            one_sided(f"ema-lengthens@lr={a:g}", f"EMA lengthens episodes at lr={a:g}: ln L(EMA) - ln L(weights)", v, d,
+                      f"mean lengths {math.exp(usable[(a, True)]['log_length']):.0f} (EMA, horizon {cfg.ema_time:g} in "
+                      f"lr * steps = {cfg.ema_time / a:.0f} steps) and {math.exp(usable[(a, False)]['log_length']):.0f} "
+                      "steps, on the same trajectories")
+            ema_rows.append((a, d, v))
+    if ema_rows:  # the EMA effect averaged over learning rates, for the resolution check
+        effects["ema"] = (np.mean([d for _, d, _ in ema_rows], axis=0), float(np.mean([v for _, _, v in ema_rows])))
+    for key, (d, v) in effects.items():
+        ok = np.isfinite(d).all(axis=1)
+        s1, s2 = float(np.std(d[ok, 0], ddof=1)), float(np.std(d[ok, 1], ddof=1))
+        v2 = _at_spacing(rows, key, f2, plain, ema_rows)
+        name = f"ln L(lr={lo:g}) - ln L(lr={hi:g})" if key == "lr" else "mean over lr of ln L(EMA) - ln L"
+        out.append(resolution_claim(f"resolution@effect={key}", name, v, s1, v2, s2, fine_label="every step",
+                                    coarse_label=f"checkpoints every {f2} steps"))
+    y = np.array([usable[(a, False)]["log_length"] for a in plain])
+    se = np.array([usable[(a, False)]["log_time_se"] for a in plain])
+    use = [usable[(a, False)] for a in plain]
+    fit = stylized_fit(plain, y, se, boot=np.stack([boot[(a, False)][:, 0] for a in plain], axis=1),
+                       eps=[r["eps"] for r in use], eps_se=[r["eps_se"] for r in use])
+    verdict = fit.verdict()
+    verdict["how"] += (f". The stylized model also assumes that inside a well the fast variable relaxes much faster "
+                       f"than it leaves: after {cfg.relax_time:g} in lr * steps of the same SGD the network keeps "
+                       f"{span_text([r['left_strong'] for r in use], '.0%')} of a small perturbation of its strong "
+                       f"parameters and {span_text([r['left_weak'] for r in use], '.0%')} of the weak ones, against "
+                       f"episodes of {span_text(np.exp(y) * np.array(plain), '.2g')} in lr * steps")
+    ratio = {a: math.exp(v) for a, _, v in ema_rows}
+    summary = {"shorter_by": float(value_lr), "shorter_by_se": se_lr, "excluded": excluded,
+               "ema_ratio": {f"{a:g}": r for a, r in ratio.items()},
+               "stylized_barrier": fit.barrier, "stylized_barrier_se": fit.barrier_se,
+               "stylized_log_prefactor": fit.log_prefactor, "eps": float(np.mean(fit.eps)), "stylized_fit": verdict,
+               "verdict": (f"from lr {lo:g} to {hi:g} (batch {cfg.batch}) the mean episode length falls "
+                           f"{math.exp(value_lr):.3g}-fold ({math.exp(y[0]):.0f} to {math.exp(y[-1]):.0f} steps); "
+                           + (f"sampling from the EMA (horizon {cfg.ema_time:g} in lr * steps) multiplies it by "
+                              f"{span_text(list(ratio.values()), '.3g')}" if ratio else "no EMA setting was usable")
+                           + (f"; left out: {'; '.join(excluded)}" if excluded else ""))}
+    return out, summary, (fit, use)
 
 
-def _probe_counts(states: np.ndarray, n: int, probes: int) -> dict:
-    """Per probe, over the window: checkpoints spent in memorization episodes that started inside it
-    (exposure) and how many of those ended inside it (completed)."""
-    ep = detect(states)
-    keep = (ep.state < n) & ~ep.left_censored
-    exposure = np.bincount(ep.chain[keep], weights=ep.length[keep], minlength=probes)
-    completed = np.bincount(ep.chain[keep & ~ep.right_censored], minlength=probes)
-    return {"exposure": exposure, "completed": completed, "censored": int((keep & ep.right_censored).sum()),
-            "lengths": ep.length[keep & ~ep.right_censored]}
+def _at_spacing(rows, key, f, plain, ema_rows) -> float:
+    """The effect (``key``: 'lr' or 'ema') from the mean lengths at checkpoint spacing f."""
+    ln = {(r["lr"], r["ema"]): math.log(r[f"length_at_{f}"]) for r in rows if r.get(f"length_at_{f}", 0) > 0}
+    if key == "lr":
+        return ln[(plain[0], False)] - ln[(plain[-1], False)]
+    return float(np.mean([ln[(a, True)] - ln[(a, False)] for a, _, _ in ema_rows]))
 
 
-def _train_one(cfg, lr: float, ema: float | None, seed: int) -> dict:
-    from ..diffusion import NoiseSchedule, ResidualMLP, ddim_sampler, load_dataset, train
-    from ..diffusion.models import seeded
-    from ..monitor import MemorizationMonitor
-
-    data = load_dataset(cfg.dataset, cfg.n, seed=seed)
-    schedule = NoiseSchedule()
-    model = seeded(lambda: ResidualMLP(data.shape, width=cfg.width), seed)
-    mon = MemorizationMonitor(data.train, ddim_sampler(schedule, steps=cfg.sample_steps), probes=cfg.probes,
-                              every=cfg.every, seed=seed)
-    steps = cfg.burn + cfg.window
-    res = train(model, data.train, steps=steps - steps % cfg.every, lr=lr, schedule=schedule, batch_size=cfg.batch,
-                ema=ema, seed=seed, monitor=mon, progress=False)
-    fm = mon.f_mem(n_boot=2)
-    out = {"states": mon.states(), "steps": fm["step"].to_numpy(), "f_mem": fm["f_mem"].to_numpy()}
-    if ema is None:  # the stylized model's eps and the two groups' relaxation, from the trained network
-        out.update(_two_scales(cfg, res, data.train, schedule, seed))
-    return out
-
-
-def _two_scales(cfg, res, train_data, schedule, seed: int) -> dict:
-    """The trained denoiser's two time scales. eps: Hessian-diagonal influence (Hutchinson) of the
-    DDPM loss on INFLUENCE_BATCHES batches, split at EPS_MASS of the total influence (a network's
-    ln I has no gap). Relaxation: each group's distance between the model and a copy perturbed by
-    1e-3 N(0, 1) per parameter, both stepped RELAX_STEPS times by Adam from its trained state on
-    the same fresh batches."""
+def _two_scales(cfg, lr: float, res, members) -> dict:
+    """Per run, from its trained network (the members sampled from their weights): eps from the
+    Hessian-diagonal influence (Hutchinson) of the DDPM loss on INFLUENCE_BATCHES batches, split at
+    EPS_MASS of the total influence, and the share of a perturbation (1e-3 N(0, 1) per parameter) of
+    each group left after relax_time / lr plain SGD steps on fresh batches."""
     import torch
 
-    from ..diffusion import denoising_loss
+    from ..diffusion import NoiseSchedule, denoising_loss
     from ..influence import influence, relaxation_times
 
-    gen = torch.Generator().manual_seed(seed + 1)
+    schedule = NoiseSchedule()
+    out = {k: [] for k in ("eps", "eps_se", "strong_share", "left_strong", "left_weak")}
+    steps = max(2, round(cfg.relax_time / lr))
+    for m, (b, d, r) in enumerate(members):
+        if d > 0:
+            continue
+        model, items = res.model.member(m), res.monitors[m].train
+        gen = torch.Generator().manual_seed(7919 * (r + 1))
 
-    def batch():
-        idx = torch.randint(0, train_data.shape[0], (cfg.batch,), generator=gen)
-        t = torch.randint(0, schedule.steps, (cfg.batch,), generator=gen)
-        return train_data[idx], t, torch.randn(train_data[idx].shape, generator=gen)
+        def batch():
+            idx = torch.randint(0, items.shape[0], (b,), generator=gen)
+            t = torch.randint(0, schedule.steps, (b,), generator=gen)
+            return items[idx], t, torch.randn(items[idx].shape, generator=gen)
 
-    def loss(m, b):
-        return denoising_loss(m, schedule, *b)
+        def loss(mod, bt):
+            return denoising_loss(mod, schedule, *bt)
 
-    inf = influence(res.raw, loss, [batch() for _ in range(INFLUENCE_BATCHES)], method="hessian", probes=4, seed=seed)
-    sp = inf.split(mass=EPS_MASS)
-    state = res.optimizer.state_dict()
-
-    def adam(params):
-        opt = torch.optim.Adam(params, lr=state["param_groups"][0]["lr"])
-        opt.load_state_dict(state)
-        return opt
-
-    rel = relaxation_times(res.raw, loss, [batch() for _ in range(RELAX_STEPS)], {"strong": sp.strong,
-                           "weak": ~sp.strong}, steps=RELAX_STEPS, optimizer=adam, seed=seed)
-    left = {k: float(d[-1] / d[0]) for k, d in rel.distance.items()}
-    return {"eps": sp.eps, "eps_se": sp.eps_se, "strong_share": sp.n_strong / sp.strong.size,
-            "relax_strong": rel.time["strong"], "left_strong": left["strong"], "left_weak": left["weak"]}
+        inf = influence(model, loss, [batch() for _ in range(INFLUENCE_BATCHES)], method="hessian", probes=4, seed=r)
+        sp = inf.split(mass=EPS_MASS)
+        rel = relaxation_times(model, loss, [batch() for _ in range(steps)], {"strong": sp.strong, "weak": ~sp.strong},
+                               lr=lr, steps=steps, seed=r)
+        left = {k: float(v[-1] / v[0]) for k, v in rel.distance.items()}
+        for k, v in (("eps", sp.eps), ("eps_se", sp.eps_se), ("strong_share", sp.n_strong / sp.strong.size),
+                     ("left_strong", left["strong"]), ("left_weak", left["weak"])):
+            out[k].append(float(v))
+    return {k: np.array(v) for k, v in out.items()}
 
 
-def _figure(cfg, tab, runs, k0, arr, power, verdict, sty, sty_verdict) -> Figure:
+def _figure(cfg, tab, traces, boot, summary, sty) -> Figure:
     fig = MplFigure(figsize=(14, 4.2))
     ax1, ax2, ax3 = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1.5, 1, 1]})
-    show = [(cfg.lrs[0], False), (cfg.lrs[-1], False)] + [(lr, True) for lr in (cfg.ema_lrs or cfg.lrs)[:1]]
+    ema_lrs = sorted({lr for lr, e in traces if e})
+    show = [(cfg.lrs[0], False), (cfg.lrs[-1], False)] + [(a, True) for a in ema_lrs[-1:]]
     rows, ticks, labels = [], [], []
     for lr, ema in show:
-        st = runs[(lr, ema, 0)]["states"][:12, k0:]
+        st = traces[(lr, ema)]["states"][:8]
+        k = max(1, st.shape[1] // 400)  # at most 400 columns
+        st = st[:, ::k]
         ticks.append(len(rows) + st.shape[0] / 2)
         labels.append(f"lr {lr:g}{' EMA' if ema else ''}")
         rows.extend(st)
         rows.append(np.full(st.shape[1], -1))
-    img = np.array(rows[:-1], dtype=float)
+    width = min(len(r) for r in rows)
+    img = np.array([r[:width] for r in rows[:-1]], dtype=float)
     img = np.ma.masked_where((img < 0) | (img >= cfg.n), img)  # separators and free stays: blank
-    ax1.imshow(img, aspect="auto", interpolation="nearest", cmap="tab20", vmin=0, vmax=max(cfg.n, 20),
-               extent=(cfg.burn, cfg.burn + img.shape[1] * cfg.every, img.shape[0], 0))
+    ax1.imshow(img, aspect="auto", interpolation="nearest", cmap="tab10", vmin=0, vmax=10, extent=(0, 1, img.shape[0], 0))
     ax1.set_yticks(ticks, labels, fontsize=8)
-    ax1.set(xlabel="training step", title="Training digit each probe copies (12 probes per condition; blank: none)")
-    plain = tab[~tab["ema"]]
-    inv = 1 / plain["lr"].to_numpy()
-    se = lambda t: t["log_mean_length_se"].to_numpy(dtype=float, na_value=0.0)  # noqa: E731 (NA: too few episodes)
-    ax2.errorbar(inv, plain["log_mean_length"], yerr=se(plain), fmt="o", color="C0",
-                 label="no EMA")
-    xs = np.linspace(inv.min(), inv.max(), 50)
-    ax2.plot(xs, arr.intercept + arr.slope * xs, "C0--", lw=1,
-             label=f"Arrhenius line, p = {arr.p_value:.2g}")
-    ax2.plot(xs, sty.log_prefactor + sty.barrier * xs + np.log(xs), "k:", lw=1,
-             label=f"stylized law P e^(V/a)/a fitted, V = {sty.barrier:.2g}")
-    if sty.barrier < 0:  # the stylized model needs V >= 0: its best law is then L = P / a
-        ax2.plot(xs, sty.bounded_log_prefactor + np.log(xs), "k-", lw=0.8, label="best stylized law with V >= 0")
-    em = tab[tab["ema"]]
-    ax2.errorbar(1 / em["lr"].to_numpy(), em["log_mean_length"], yerr=se(em), fmt="s", color="C3",
-                 label=f"EMA {cfg.ema:g}")
-    ax2.set(xlabel="1 / learning rate", ylabel="ln mean episode length (steps)", title="Arrhenius plot")
+    ax1.set(xlabel="fraction of the counting window", title="Training digit each probe copies (8 probes, 1 run)")
+    for c, ema in (("C0", False), ("C3", True)):
+        t = tab[(tab["ema"] == ema) & tab["log_length"].notna()]
+        for _, r in t.iterrows():  # open: left out of the claims (not settled, or fewer than min_exits exits)
+            use = bool(r["settled"]) and r["exits"] >= cfg.min_exits
+            ax2.errorbar(1 / r["lr"], r["log_length"], yerr=r["log_time_se"], fmt="s" if ema else "o", color=c,
+                         mfc=c if use else "none")
+        ax2.plot([], [], "s" if ema else "o", color=c, label="EMA" if ema else "weights")
+    if sty is not None:
+        fit = sty[0]
+        xs = np.linspace(1 / fit.steps.max(), 1 / fit.steps.min(), 50)
+        ax2.plot(xs, fit.log_prefactor + fit.barrier * xs + np.log(xs), "k:", lw=1,
+                 label=f"stylized law P e^(V/a)/a, V = {fit.barrier:.2g}")
+    ax2.set(xlabel="1 / learning rate", ylabel="ln mean episode length (steps)",
+            title="Episode length against the step (open: left out)")
     ax2.legend(fontsize=8)
-    lr = plain["lr"].to_numpy()
-    ax3.errorbar(lr, plain["mean_length"], yerr=plain["mean_length"] * se(plain), fmt="o",
-                 color="C0")
-    ax3.plot(lr, np.exp(power.intercept + power.slope * np.log(lr)), "C0--", lw=1,
-             label=f"power law, exponent {power.slope:.2f}")
-    ax3.set(xscale="log", yscale="log", xlabel="learning rate", ylabel="mean episode length (steps)",
-            title="Episode length against the step")
-    ax3.set_xticks(lr, [f"{v:g}" for v in lr], fontsize=8)
+    for c, ema in (("C0", False), ("C3", True)):
+        t = tab[(tab["ema"] == ema) & tab["log_length"].notna()]
+        for _, r in t.iterrows():
+            ax3.plot(cfg.factors, [r[f"length_at_{f}"] for f in cfg.factors], "-o", color=c, ms=3, alpha=0.7)
+        ax3.plot([], [], "-o", color=c, label="EMA" if ema else "weights")
+    ax3.set(xscale="log", yscale="log", xlabel="checkpoint spacing (steps)", ylabel="mean episode length (steps)",
+            title="Resolution: L against the spacing")
+    ax3.set_xticks(cfg.factors, [str(f) for f in cfg.factors])
     ax3.minorticks_off()
-    ax3.set_yticks(plain["mean_length"].to_numpy(), [f"{v:.0f}" for v in plain["mean_length"]], fontsize=8)
     ax3.legend(fontsize=8)
     fig.tight_layout()
-    caption = (f"Residual MLP (width {cfg.width}, x0 prediction, Adam) on {cfg.n} MNIST digits ({cfg.dataset}); "
-               f"episodes counted over steps {cfg.burn}..{cfg.burn + cfg.window}, checkpoints every {cfg.every} steps, "
-               f"{cfg.probes} probes x {cfg.replicates} replicate(s) per condition. Left: core-set raster (colour = "
-               "training digit). Middle: ln of the mean episode length against 1/lr (the theory's Arrhenius form) "
-               "with EMA runs beside, and the stylized model's exit law fitted to the run (dotted). Right: the same on "
-               "log-log axes. Verdict: " + verdict + ". Stylized model: " + sty_verdict["verdict"] + ": "
-               + sty_verdict["how"] + ".")
+    caption = (f"Residual MLP (width {cfg.width}) on {cfg.n} MNIST digits ({cfg.dataset}), plain SGD at batch "
+               f"{cfg.batch}, {cfg.replicates} runs x {cfg.probes} probes per setting, pre-trained to lr * steps = "
+               f"{cfg.pretrain_time:g}, then {cfg.burn_time:g} + {cfg.window_time:g} in lr * steps per learning rate, "
+               f"every step sampled; EMA: bias-corrected, horizon {cfg.ema_time:g} in lr * steps. Left: core-set raster "
+               "(colour = training digit); middle: ln L against 1 / lr with the stylized law fitted (dotted); right: L "
+               "at checkpoint spacings. Verdict: " + summary["verdict"] + ". Stylized model: "
+               + summary["stylized_fit"]["verdict"] + ".")
     return Figure("diffusion-episodes", fig, caption)

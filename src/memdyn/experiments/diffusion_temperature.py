@@ -56,37 +56,19 @@ import pandas as pd
 from matplotlib.figure import Figure as MplFigure
 from pydantic import Field
 
-from ..claims import Z_TOL, claim
-from ..protocol import MIN_RUNS, mean_episode_length, resolution, stationarity
+from ..claims import Z_TOL, claim, detectable
+from ..protocol import MIN_RUNS, mean_episode_length, resolution_claim
 from ..stats import line_fit
-from .base import ConfigError, Context, Experiment, ExperimentConfig, ExperimentError, Figure, Outcome
+from .base import ConfigError, Context, Experiment, ExperimentError, Figure, Outcome
+from .sgd_runs import SGDRunsConfig, check_runs, continue_runs, f_mem, log_time, measure, nullable, pretrain
 
-Z_POWER = 1.6448536269514722  # one-sided 95 % quantile: an effect of (Z_TOL + Z_POWER) se is detected 95 % of the time
 OPTIMIZERS = ("sgd", "adam")
-BOOT = 400  # bootstrap draws over runs and probes
 
 
-class DiffusionTemperatureConfig(ExperimentConfig):
-    dataset: str = Field("mnist5k-7", pattern="^(mnist5k|mnist5k-14|mnist5k-7|digits8)$", description="image dataset")
-    n: int = Field(8, ge=4, le=256, description="training digits per run")
-    width: int = Field(64, ge=8, le=1024, description="MLP width")
+class DiffusionTemperatureConfig(SGDRunsConfig):
     lrs: list[float] = Field([0.005, 0.01, 0.02, 0.05], min_length=4, max_length=8, description=(
         "SGD learning rates (>= 4, increasing, spanning >= 10-fold)"))
     batches: list[int] = Field([4, 8, 16], min_length=3, max_length=6, description="batch sizes (>= 3, increasing)")
-    replicates: int = Field(8, ge=2, le=64, description=(
-        "independent training runs (own digits, initial weights and probes; shared by all settings)"))
-    probes: int = Field(16, ge=4, le=512, description="probes per run")
-    sample_steps: int = Field(5, ge=2, le=200, description="DDIM steps per sample")
-    pretrain_lr: float = Field(0.1, gt=0, le=1, description="SGD learning rate of the common pre-training")
-    pretrain_batch: int = Field(16, ge=1, le=4096, description="batch size of the common pre-training")
-    pretrain_time: float = Field(1500.0, ge=0, le=1e6, description="pre-training length in lr * steps")
-    burn_time: float = Field(20.0, gt=0, le=1e6, description="burn-in per setting, in lr * steps")
-    window_time: float = Field(30.0, gt=0, le=1e6, description="counting window per setting, in lr * steps")
-    factors: list[int] = Field([1, 2, 4], min_length=2, max_length=5, description=(
-        "checkpoint spacings (steps) at which the episode length is measured, finest first, from 1"))
-    min_exits: int = Field(20, ge=2, le=10**6, description=(
-        "exits a setting's window must see to enter the collapse and form claims (ln L is then known to about "
-        "1 / sqrt(min_exits))"))
     form_test: bool = Field(True, description=(
         "test the Arrhenius form (chi2 of the law with its first-order temperature correction); the quick form's "
         "window gives its coldest settings too few exits for it"))
@@ -125,37 +107,31 @@ class DiffusionTemperature(Experiment):
             raise ConfigError(f"invalid values for diffusion-temperature.lrs={lrs} and batches={bs}: B / lr must span at "
                               f"least 10-fold (spans {x[-1] / x[0]:.3g}) with at least two pairs of settings at equal "
                               f"B / lr (has {pairs})")
-        f = cfg.factors
-        if f[0] != 1 or any(b <= a for a, b in zip(f, f[1:])):
-            raise ConfigError(f"invalid value for diffusion-temperature.factors={f}: start at 1 and increase")
-        k = round(cfg.window_time / lrs[-1])
-        if k < 64:  # the settling check needs 32 checkpoints after a burn-in of up to half the window
-            raise ConfigError(f"invalid value for diffusion-temperature.window_time={cfg.window_time}: at lr={lrs[-1]:g} "
-                              f"the window has {k} steps; need at least 64 (window_time >= {64 * lrs[-1]:g})")
+        check_runs(cfg, self.name, lrs[-1])
 
     def run(self, cfg, ctx: Context) -> Outcome:
         opts = OPTIMIZERS if cfg.adam else OPTIMIZERS[:1]
         rows, claims, summary, traces = [], [], {}, {}
         for opt in opts:
             scale = 1.0 if opt == "sgd" else cfg.adam_scale
-            pre = ctx.cell(f"pretrain_opt={opt}", lambda opt=opt, scale=scale: _pretrain(cfg, ctx, opt, scale))
+            pre = ctx.cell(f"pretrain_opt={opt}", lambda opt=opt, scale=scale: pretrain(cfg, ctx, opt, scale))
             for lr in cfg.lrs:
-                res = ctx.cell(f"opt={opt}_lr={lr:g}", lambda opt=opt, lr=lr, scale=scale, pre=pre:
-                               _continue(cfg, ctx, opt, lr * scale, scale, pre))
+                res = ctx.cell(f"opt={opt}_lr={lr:g}", lambda opt=opt, lr=lr, scale=scale, pre=pre: continue_runs(
+                    cfg, ctx, opt, lr * scale, scale, pre, [(b, 0.0) for b in cfg.batches]))
                 for j, b in enumerate(cfg.batches):
                     members = [j * cfg.replicates + r for r in range(cfg.replicates)]
                     runs = [res["states"][m] for m in members]
                     mem = [res["memorized"][m] for m in members]
-                    fm = np.mean([m.mean(axis=0) for m in mem], axis=0)
-                    row, boot = _measure(cfg, opt, lr * scale, b, runs, mem, fm)
+                    row, boot = measure(cfg, lr * scale, runs, mem, optimizer=opt, lr=lr * scale, batch=b,
+                                        x=b / (lr * scale))
                     rows.append(row)
-                    traces[(opt, lr, b)] = {"f_mem": fm, "boot": boot, "runs": runs,
-                                            "per_run": [_log_time(lr * scale, mean_episode_length([r], 1, free=cfg.n))
+                    traces[(opt, lr, b)] = {"f_mem": f_mem(mem), "boot": boot, "runs": runs,
+                                            "per_run": [log_time(lr * scale, mean_episode_length([r], 1, free=cfg.n))
                                                         for r in runs]}
             c, s = _claims(cfg, opt, [r for r in rows if r["optimizer"] == opt], traces)
             claims += c
             summary[opt] = s
-        tab = _nullable(pd.DataFrame(rows))
+        tab = nullable(pd.DataFrame(rows))
         summary["verdict"] = " ".join(summary[o]["verdict"] + "." for o in opts)
         if cfg.form_test:
             summary["form_test"] = True
@@ -163,105 +139,7 @@ class DiffusionTemperature(Experiment):
             summary[f"{o}_barrier"] = bool(summary[o].get("barrier_shown", False))
         fits = pd.DataFrame([{"optimizer": o, **{k: v for k, v in summary[o].items() if k not in ("verdict", "excluded")},
                               "excluded": ", ".join(summary[o]["excluded"])} for o in opts])
-        return Outcome(claims, {"settings": tab, "fits": _nullable(fits)}, [_figure(cfg, tab, traces, summary)], summary)
-
-
-def _nullable(df: pd.DataFrame) -> pd.DataFrame:
-    """NA where nothing was measured (no exit in a window, no fit for too few settings)."""
-    for c in df.columns:
-        if df[c].dtype == float and not np.isfinite(df[c]).all():
-            df[c] = pd.array([v if math.isfinite(v) else None for v in df[c]], dtype="Float64")
-    return df
-
-
-def _models(cfg, shape):
-    from ..diffusion import ResidualMLP
-
-    return lambda: ResidualMLP(shape, width=cfg.width)
-
-
-def _data(cfg, ctx):
-    import torch
-
-    from ..diffusion import load_dataset
-
-    return torch.stack([load_dataset(cfg.dataset, cfg.n, seed=ctx.seed_for("digits", r) % 2**31).train
-                        for r in range(cfg.replicates)])
-
-
-def _pretrain(cfg, ctx, opt: str, scale: float) -> dict:
-    """Each run's common pre-training (its own digits and initial weights): the stacked weights."""
-    from ..diffusion.ensemble import train_ensemble
-
-    data = _data(cfg, ctx)
-    lr = cfg.pretrain_lr * scale
-    steps = round(cfg.pretrain_time * scale / lr)
-    res = train_ensemble(_models(cfg, data.shape[2:]), data, steps=steps, lrs=lr, batch_sizes=cfg.pretrain_batch,
-                         weights_seeds=[ctx.seed_for("weights", r) % 2**31 for r in range(cfg.replicates)],
-                         batch_seeds=[ctx.seed_for("pretrain", opt, r) % 2**31 for r in range(cfg.replicates)],
-                         optimizer=opt, every=1, start=steps + 1, probes=1, progress=False)
-    return {f"w{i}": w.detach().numpy() for i, w in enumerate(res.model.weights)}
-
-
-def _continue(cfg, ctx, opt: str, lr: float, scale: float, pre: dict) -> dict:
-    """Every batch size at one learning rate, from each run's pre-trained state: the core-set labels
-    and the memorized indicator (d1/d2 < 1/3) at every step of the window (members x probes x steps)."""
-    import torch
-
-    from ..diffusion.ensemble import train_ensemble
-
-    data = _data(cfg, ctx)
-    build = _models(cfg, data.shape[2:])
-    start = round(cfg.burn_time * scale / lr)
-    steps = start + round(cfg.window_time * scale / lr)
-    R = cfg.replicates
-    pretrained = []  # run r's pre-trained model; every batch size starts from a copy of it
-    for r in range(R):
-        m = build()
-        with torch.no_grad():
-            for i, p in enumerate(m.parameters()):
-                p.copy_(torch.from_numpy(pre[f"w{i}"][r]))
-        pretrained.append(m)
-    models = [pretrained[r] for _ in cfg.batches for r in range(R)]
-    res = train_ensemble(build, data.repeat(len(cfg.batches), *([1] * (data.ndim - 1))), steps=steps, lrs=lr,
-                         batch_sizes=[b for b in cfg.batches for _ in range(R)], weights_seeds=None,
-                         batch_seeds=[ctx.seed_for("batches", opt, lr, b, r) % 2**31 for b in cfg.batches for r in range(R)],
-                         probe_seeds=[ctx.seed_for("probes", r) % 2**31 for _ in cfg.batches for r in range(R)],
-                         optimizer=opt, every=1, start=start, probes=cfg.probes, sample_steps=cfg.sample_steps,
-                         progress=False, start_from=models)
-    states = np.stack([mo.states() for mo in res.monitors]).astype(np.int16)
-    memorized = np.stack([mo.history()["memorized"].to_numpy().reshape(-1, cfg.probes).T for mo in res.monitors])
-    return {"states": states, "memorized": memorized.astype(np.int8)}
-
-
-def _log_time(lr: float, steps: float) -> float:
-    return math.log(lr * steps) if steps > 0 and math.isfinite(steps) else math.nan
-
-
-def _measure(cfg, opt: str, lr: float, b: int, runs, mem, fm) -> tuple[dict, np.ndarray]:
-    """One setting's row and the paired bootstrap draws of ln(lr L) at every spacing (BOOT x spacings).
-
-    L is the mean episode length at the finest spacing; the library's convergence rule (the two
-    finest spacings agree within Z_TOL errors of their paired difference) is reported, not used to
-    drop the setting: the result-level check is the claim ``resolution@opt=...``."""
-    row = {"optimizer": opt, "lr": lr, "batch": b, "x": b / lr}
-    st = stationarity(fm, runs=mem, n_boot=BOOT, seed=0)
-    row.update({"f_mem": float(fm[st.start:].mean()), "window_start": st.start, "halves_z": st.z,
-                "halves_diff": st.halves[1] - st.halves[0], "halves_se": st.se, "settled": st.settled})
-    try:
-        rz = resolution(runs, 1.0, factors=cfg.factors, free=cfg.n, n_boot=BOOT, seed=0)
-    except ValueError:  # no completed episode at some spacing: nothing to measure
-        row.update({"mean_length": math.nan, "exits": 0, "converged": False,
-                    "log_time": math.nan, "log_time_se": math.nan})
-        return row, np.full((BOOT, len(cfg.factors)), np.nan)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        boot = np.log(lr * rz.boot)
-    row.update({"mean_length": float(rz.mean[0]), "mean_length_se": float(rz.se[0]), "exits": int(rz.exits[0]),
-                "converged": rz.converged,
-                "resolution_z": rz.difference_z, "log_time": _log_time(lr, rz.mean[0]),
-                "log_time_se": float(np.nanstd(boot[:, 0], ddof=1)),
-                **{f"length_at_{int(s)}": float(m) for s, m in zip(rz.spacings, rz.mean)}})
-    return row, boot
+        return Outcome(claims, {"settings": tab, "fits": nullable(fits)}, [_figure(cfg, tab, traces, summary)], summary)
 
 
 def _ident(opt, lr, b):
@@ -295,7 +173,8 @@ def _claims(cfg, opt: str, rows: list[dict], traces) -> tuple[list, dict]:
             out.append(claim(f"collapse@opt={opt},x={x:g},lr={r['lr'] / scale:g}",
                              f"{label} temperature collapse at B/lr = {x:g}: ln(lr L) at lr={r['lr']:g}, B={r['batch']} - "
                              f"at lr={g[0]['lr']:g}, B={g[0]['batch']}", 0.0, r["log_time"] - g[0]["log_time"],
-                             float(np.nanstd(d, ddof=1)), detail="two-sided; paired bootstrap over the shared runs"))
+                             float(np.nanstd(d, ddof=1)), detail="two-sided; paired bootstrap over the shared runs",
+                             finding=True))
     s = {"settings": len(rows), "usable": len(usable),
          "excluded": [f"{_ident(opt, r['lr'] / scale, r['batch'])} ("
                       + ("not settled" if not r["settled"] else f"{r['exits']} exits < {cfg.min_exits}") + ")"
@@ -322,22 +201,19 @@ def _claims(cfg, opt: str, rows: list[dict], traces) -> tuple[list, dict]:
     slope2, slope2_se = slope_of(y2), float(np.std([slope_of(v) for v in draws[ok, :, 1]], ddof=1))
     paired_se = float(np.std([slope_of(v2) - slope_of(v1) for v1, v2 in zip(draws[ok, :, 0], draws[ok, :, 1])],
                              ddof=1))
-    shift_se = math.hypot(slope_se, slope2_se)
-    out.append(claim(f"resolution@opt={opt}",
-                     f"{label}: slope V of ln(lr L) against B/lr from checkpoints every {f2} steps - every step "
-                     "(converged: they agree within their errors)", 0.0, slope2 - slope, shift_se,
-                     detail=(f"V = {slope:.3g} +- {slope_se:.2g} (every step) and {slope2:.3g} +- {slope2_se:.2g} (every "
-                             f"{f2}); detects with 95 % power a shift of {(Z_TOL + Z_POWER) * shift_se:.2g}; the paired "
-                             f"difference's own error is {paired_se:.2g} (shift / paired error = "
-                             f"{(slope2 - slope) / paired_se:.2f}); per setting the mean length at spacing {f2} exceeds "
-                             f"that at spacing 1 by {_spacing_gap(usable, f2)} (short exits missed), see the table")))
+    out.append(resolution_claim(
+        f"resolution@opt={opt}", f"{label}: slope V of ln(lr L) against B/lr", slope, slope_se, slope2, slope2_se,
+        fine_label="every step", coarse_label=f"checkpoints every {f2} steps",
+        extra=(f"the paired difference's own error is {paired_se:.2g} (shift / paired error = "
+               f"{(slope2 - slope) / paired_se:.2f}); per setting the mean length at spacing {f2} exceeds that at "
+               f"spacing 1 by {_spacing_gap(usable, f2)} (short exits missed), see the table")))
     line = _form_test(x, y, boot[ok], kramers=False)
     chi = _form_test(x, y, boot[ok], kramers=True)
     if cfg.form_test:
         out.append(claim(f"arrhenius-form@opt={opt}",
                          f"{label}: chi2 of ln(lr L) = ln P + V B/lr + c lr/B (Arrhenius with the first-order temperature "
                          f"correction of its prefactor; chi2 ~ its {chi['dof']} dof)",
-                         float(chi["dof"]), chi["chi2"], predicted_se=math.sqrt(2 * chi["dof"]), side="at_most",
+                         float(chi["dof"]), chi["chi2"], predicted_se=math.sqrt(2 * chi["dof"]), side="at_most", finding=True,
                          detail=(f"generalised least squares with the bootstrap covariance of the {len(usable)} settings "
                                  f"(shared runs); p = {chi['p']:.2g}; V = {chi['V']:.3g}, c = {chi['c']:.3g}; the test "
                                  f"detects with 95 % power a curvature of {chi['mde']:.2g} in ln(lr L) across B/lr "
@@ -345,9 +221,9 @@ def _claims(cfg, opt: str, rows: list[dict], traces) -> tuple[list, dict]:
                                  f"chi2 = {line['chi2']:.3g} on {line['dof']} dof (p = {line['p']:.2g}); a power law "
                                  f"ln(lr L) = c + b ln(B/lr) has b = {power.slope:.3g}, p = {power.p_value:.2g} (diagonal "
                                  "errors)")))
-    mde = (Z_TOL + Z_POWER) * slope_se
+    mde = detectable(slope_se)
     out.append(claim(f"direction@opt={opt}", f"{label}: slope V of ln(lr L) against B/lr (colder is longer: V >= 0)",
-                     0.0, slope, slope_se, side="at_least",
+                     0.0, slope, slope_se, side="at_least", finding=True,
                      detail=(f"one-sided; a barrier V >= {mde:.2g} would be shown > 0 with 95 % power; V / se = "
                              f"{slope / slope_se:.2f}; paired bootstrap over runs and probes")))
     span = x.max() - x.min()
