@@ -241,7 +241,8 @@ def test_store_table_allows_na_in_nullable_columns_only(tmp_path):
 
 def _c(exp, id, name="some text", holds=True, flagged=False, z=None):
     return {"experiment": exp, "id": id, "name": name, "holds": holds, "flagged": flagged, "measured": 0.5,
-            "predicted": 1.0, "z": z, "detail": "line misfit", "side": "both"}
+            "predicted": 1.0, "z": z, "detail": "line misfit", "side": "both",
+            "finding": not id.startswith(("resolution", "settled"))}
 
 
 def test_theory_vs_practice_verdicts():
@@ -256,7 +257,8 @@ def test_theory_vs_practice_verdicts():
               _c("diffusion-tau-mem", "resolution@time=tau_mem"), _c("diffusion-tau-mem", "tau-gen-slope"),
               _c("diffusion-tau-mem", "resolution@time=tau_gen")]
     rows = {r["prediction"][:20]: r for r in comparisons(claims, {"diffusion-temperature": {
-        "sgd_barrier": False, "verdict": "V not shown to differ from 0"}, "diffusion-tau-mem": {"slope_test": True}})}
+        "sgd_barrier": False, "verdict": "V not shown to differ from 0"}, "diffusion-tau-mem": {"slope_test": True},
+        "diffusion-episodes": {"ema_measured": True}})}
     assert rows["Larger steps give sh"]["verdict"] == "agrees" and rows["Larger steps give sh"]["stylized"]
     cold = rows["Colder is longer und"]
     assert cold["verdict"] == "agrees in direction, V not shown > 0" and "not shown" in cold["how"]
@@ -266,6 +268,10 @@ def test_theory_vs_practice_verdicts():
     # the quick form makes no slope claims and writes no slope_test: its rows are left out, not failed
     quick = [c for c in claims if c["id"] not in ("tau-mem-slope", "tau-gen-slope")]
     assert not any(r["prediction"].startswith("Memorization sets in") for r in comparisons(quick))
+    # a failing check of the measurement (not a finding) gives no verdict on the model
+    bad = [c if c["id"] != "resolution@time=tau_mem" else {**c, "holds": False} for c in claims]
+    rows = {r["prediction"][:20]: r for r in comparisons(bad, {"diffusion-tau-mem": {"slope_test": True}})}
+    assert rows["Memorization sets in"]["verdict"] == "not measured reliably"
     flagged = comparisons([_c("diffusion-temperature", "direction@opt=sgd", flagged=True),
                            _c("diffusion-temperature", "resolution@opt=sgd"),
                            _c("diffusion-temperature", "collapse@opt=sgd,x=800,lr=0.02")],

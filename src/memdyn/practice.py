@@ -6,7 +6,8 @@ that test the same prediction, and says whether the real model agrees: "agrees" 
 claim holds on a fit consistent with its form, "agrees in direction, not in form" when a claim
 holds but rests on a line the data reject (the claim is flagged as a misfit) or the experiment
 reports that another form fits its data better (``form`` names that entry of its summary),
-"disagrees" when a real claim fails, with the measured value against the prediction and z. A row
+"disagrees" when a real claim (a finding) fails, with the measured value against the prediction and
+z, and "not measured reliably" when a check of the measurement itself (resolution, settling) fails. A row
 can also rest on a fit of the stylized model to the real run (``fit`` names the summary entry, as
 :meth:`StylizedFit.verdict` writes it): the fitted model's failure to describe the run is a
 finding about the theory, reported as "disagrees" with its numbers, not a failed check of the
@@ -60,9 +61,10 @@ class Comparison:
 
 
 COMPARISONS = [
-    Comparison("Larger steps give shorter memorization episodes",
+    Comparison("Larger steps give shorter memorization episodes (at least as 1/lr: a barrier V >= 0)",
                ("noise-mitigation", ("episode-length-ratio@knob=step",)),
-               ("diffusion-episodes", ("shorter-episodes",))),
+               ("diffusion-episodes", ("shorter-episodes",)), form="shorter_shown",
+               form_verdict="agrees, not shown beyond the bound"),
     Comparison("Fitted to a real run (barrier V from its episode lengths, eps from its parameters' influence), the "
                "stylized law L = P exp(V / a) / a with V >= 0 describes the run's episode lengths",
                ("memorization", ("arrhenius-slope",)),
@@ -83,14 +85,16 @@ COMPARISONS = [
                when="adam", form_verdict="no temperature effect shown"),
     Comparison("Less noise in the sampled parameters lengthens episodes (stylized: smaller sigma; real: EMA weights)",
                ("noise-mitigation", ("episode-length-ratio@knob=sigma",)),
-               ("diffusion-episodes", ("ema-lengthens",))),
+               ("diffusion-episodes", ("ema-lengthens",)), when="ema_measured", form="ema_shown",
+               form_verdict="agrees in direction, not shown > 0"),
     Comparison("Retrained on its own samples, a model loses diversity at least as fast as Wright-Fisher resampling "
                "(replace)",
                ("collapse", ("heterozygosity",)),
-               ("self-consuming", ("replace-diversity",))),
+               ("self-consuming", ("replace-diversity",)), when="replace_test"),
     Comparison("Fresh real data or accumulated samples keep diversity",
                ("degeneration", ("homozygosity",)),
-               ("self-consuming", ("keeps-diversity@mixed", "keeps-diversity@accumulate"))),
+               ("self-consuming", ("keeps-diversity@mixed", "keeps-diversity@accumulate")), form="keeps_shown",
+               form_verdict="agrees in direction, not shown > 0"),
     Comparison("Memorization sets in later for a larger training set: tau_mem grows like n (log-log slope 1)",
                None, ("diffusion-tau-mem", ("tau-mem-slope", "resolution@time=tau_mem")), when="slope_test"),
     Comparison("The time at which samples look real does not depend on n (log-log slope of tau_gen 0)",
@@ -126,6 +130,10 @@ def _find(claims: list[dict], where) -> list[dict]:
 def _verdict(real: list[dict], summary: dict, form: str | None, fit: str | None = None,
              form_verdict: str = "agrees in direction, not in form") -> tuple[str, str]:
     failing = [c for c in real if not c["holds"]]
+    checks = [c for c in failing if not c.get("finding")]
+    if checks:  # the measurement failed its own check (resolution, settling): no verdict on the model
+        return "not measured reliably", "; ".join(f"{c['name']}: measured {c['measured']:.4g} against "
+                                                  f"{c['predicted']:.4g}" for c in checks)
     if failing:
         how = "; ".join(f"{c['name']}: measured {c['measured']:.4g} against {c['predicted']:.4g}"
                         + (f" (z = {c['z']:+.2f})" if c.get("z") is not None else "") for c in failing)

@@ -20,7 +20,8 @@ threshold and the samples have reached the quality level below:
 
 Measured as the protocol asks (:mod:`memdyn.protocol`): ``seeds`` >= 5 independent runs per n
 (own digits, weights, batches, probes); slopes from least squares of ln tau against ln n over all
-runs, one point per run, with standard errors from a bootstrap over runs (resampled within each n);
+runs, one point per run, with standard errors from a bootstrap over runs (resampled within each n,
+its (g - 1) / g variance for g runs per n undone);
 the time resolution checked on the result: the slopes from every second checkpoint against every
 checkpoint. Stationarity does not apply: tau_mem and tau_gen are onset times, read off while f_mem and
 the quality are still rising. No EMA: the monitor samples the trained weights.
@@ -134,6 +135,12 @@ class DiffusionTauMem(Experiment):
             raise ExperimentError(f"diffusion-tau-mem: f_mem never reached {cfg.threshold} (or samples never reached "
                                   f"the quality level) within budget_per_item * n + 1000 steps for {bad}; raise "
                                   "budget_per_item or lr")
+        early = df[(df.drop(columns=["n", "seed", "steps_run"]) <= 0).any(axis=1)]
+        if len(early):
+            bad = ", ".join(f"n={r.n} seed={r.seed}" for r in early.itertuples())
+            raise ExperimentError(f"diffusion-tau-mem: f_mem or the quality level was already reached at step 0 for "
+                                  f"{bad}: there is no onset to time; raise threshold (now "
+                                  f"{cfg.threshold}) or lower quality_margin (now {cfg.quality_margin})")
         x = np.log(df["n"].to_numpy(dtype=float))
         ys = {k: np.log(df[k].to_numpy()) for k in ("tau_mem", "tau_gen")}
         ys2 = {k: np.log(df[k + "_coarse"].to_numpy()) for k in ("tau_mem", "tau_gen")}
@@ -155,7 +162,9 @@ class DiffusionTauMem(Experiment):
             fits[key] = line_fit(x, ys[key], np.full(x.size, max(s, 1e-6)))  # the figure's line
             v, vb = float(slope(ys[key])), slope(ys[key][pick])
             v2, vb2 = float(slope(ys2[key])), slope(ys2[key][pick])
-            res[key] = (v, float(np.std(vb, ddof=1)), v2, float(np.std(vb2, ddof=1)))
+            # a bootstrap of g runs per stratum has variance (g - 1) / g of the estimate's: undo that
+            inflate = math.sqrt(cfg.seeds / (cfg.seeds - 1))
+            res[key] = (v, inflate * float(np.std(vb, ddof=1)), v2, inflate * float(np.std(vb2, ddof=1)))
         (sm, sm_se, sm2, sm2_se), (sg, sg_se, sg2, sg2_se) = res["tau_mem"], res["tau_gen"]
         # Bonnaire et al.'s tau_mem ~ n with an n-independent onset: tau_mem = t0 + c n, weighted for a constant
         # relative scatter, its lack of fit tested against the runs' scatter at each n (reported, not claimed)
