@@ -26,6 +26,7 @@ from .landscapes import (
     SlowlyDriven,
     DrivenTiltedWell,
 )
+from .kinetics import ImpliedTimescales, ReactionCoordinateModel, implied_timescales
 from .markov import MarkovChain, gth_stationary, sparse_lu
 from .noise import (Gaussian, Minibatch, Noise, ProfileGaussian, StateDependentGaussian, StudentT, TanhStep, s1_noise,
                     tanh_step)
@@ -43,6 +44,7 @@ __all__ = [
     "episodes", "ldp", "memorization", "reference", "stats", "Episodes", "StreamingDetector", "core_sets",
     "diffusion", "influence", "metrics", "MemorizationMonitor",
     "MarkovChain", "gth_stationary", "sparse_lu", "exact_fit", "gaussian_refit",
+    "ReactionCoordinateModel", "ImpliedTimescales", "implied_timescales",
     "Observer", "ExitTime", "Trace", "Moments", "Occupation", "FirstPassage", "intervals",
     "__version__",
 ]

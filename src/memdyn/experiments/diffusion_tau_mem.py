@@ -198,7 +198,8 @@ class DiffusionTauMem(Experiment):
                                f"{sg:.3f} +- {sg_se:.2g} (law: 0); {form}")}
         if cfg.slope_test:
             summary["slope_test"] = True
-        return Outcome(claims, {"tau": df}, [_figure(cfg, df, fits, curves, onset)], summary)
+        se = {"tau_mem": sm_se, "tau_gen": sg_se}
+        return Outcome(claims, {"tau": df}, [_figure(cfg, df, fits, se, curves, onset)], summary)
 
 
 def _train_one(cfg, n: int, seed: int) -> dict:
@@ -237,7 +238,7 @@ def _train_one(cfg, n: int, seed: int) -> dict:
             "quality": np.array([quality[int(s)] for s in fm["step"]]), "baseline": baseline}
 
 
-def _figure(cfg, df, fits, curves, onset) -> Figure:
+def _figure(cfg, df, fits, se, curves, onset) -> Figure:
     fig = MplFigure(figsize=(13, 4))
     ax1, ax2, ax3 = fig.subplots(1, 3)
     for j, n in enumerate(cfg.ns):
@@ -252,7 +253,7 @@ def _figure(cfg, df, fits, curves, onset) -> Figure:
     for key, c, lab in (("tau_mem", "C3", "tau_mem"), ("tau_gen", "C0", "tau_gen")):
         ax2.plot(df["n"], df[key], "o", color=c, alpha=0.6, ms=4)
         f = fits[key]
-        ax2.plot(ns, np.exp(f(np.log(ns))), "-", color=c, label=f"{lab}: slope {f.slope:.2f} +- {f.slope_se:.2f}")
+        ax2.plot(ns, np.exp(f(np.log(ns))), "-", color=c, label=f"{lab}: slope {f.slope:.2f} +- {se[key]:.2f}")
     fm = fits["tau_mem"]
     ax2.plot(ns, np.exp(fm.intercept + fm.slope * np.log(ns[0])) * ns / ns[0], "k--", lw=1, label="slope 1")
     fine = np.geomspace(ns[0], ns[-1], 60)
@@ -268,7 +269,8 @@ def _figure(cfg, df, fits, curves, onset) -> Figure:
     caption = (f"Residual MLP (width {cfg.width}, x0 prediction, Adam at lr {cfg.lr:g}) on n real MNIST digits "
                f"({cfg.dataset}), {cfg.seeds} runs per n, stopped when f_mem reaches {cfg.threshold} and the samples "
                "have reached the quality level. Left: f_mem over "
-               "training. Middle: tau_mem and tau_gen with their fitted power laws beside slope 1 and the line "
+               "training. Middle: tau_mem and tau_gen with their least-squares power laws (the legend's error is "
+               "the claims', from the bootstrap over runs) beside slope 1 and the line "
                "t0 + c n (an n-independent onset plus Bonnaire et al.'s growth in proportion to n). Right: how "
                "confidently a classifier trained on held-out digits recognises the samples, relative to the training "
                "digits.")
