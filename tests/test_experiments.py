@@ -11,7 +11,7 @@ from memdyn.runner import run_suite
 
 
 # longest first, so that parallel workers (pytest -n) do not wait on it at the end
-@pytest.mark.parametrize("name", ["self-consuming", "diffusion-episodes", "memorization", "diffusion-tau-mem",
+@pytest.mark.parametrize("name", ["diffusion-episodes", "memorization", "diffusion-tau-mem",
                                   "quasipotential", "exit-times", "noise-mitigation", "double-descent", "gibbs",
                                   "collapse", "degeneration", "noise-geometry", "three-wells", "refit",
                                   "diffusion-calibration"])
@@ -72,3 +72,20 @@ def test_diffusion_temperature_runs_end_to_end_at_a_tiny_size(tmp_path):
     no_adam = {k: v for k, v in res["summary"].items() if k != "adam"}
     rows = [r["prediction"] for r in comparisons(sgd_only, {"diffusion-temperature": no_adam})]
     assert not any(r.startswith("Practical") for r in rows) and any(r.startswith("Under constant-step") for r in rows)
+
+
+def test_self_consuming_runs_end_to_end_at_a_tiny_size(tmp_path):
+    """The self-consuming pipeline on a tiny loop (its quick form takes minutes; its claims are checked in the docs'
+    runs): every mode measured, the claims present with ids, the replace claim left out where it cannot fail."""
+    sets = ["self-consuming.n=4", "self-consuming.generations=2", "self-consuming.replicates=2",
+            "self-consuming.steps=800"]
+    summary = run_suite(["self-consuming"], tmp_path / "run", quick=False, sets=sets, seed=5)
+    assert not summary.errors
+    res = json.loads((tmp_path / "run/self-consuming/results.json").read_text())
+    ids = [c["id"] for c in res["claims"]]
+    assert set(ids) == {"keeps-diversity@mixed", "keeps-diversity@accumulate"}, ids
+    assert "1 - 1/M = 0.750" in res["summary"]["replace_undecided"]      # 2 loops of 4 items cannot fail the claim
+    tab = pd.read_parquet(tmp_path / "run/self-consuming/tables/generations.parquet")
+    assert set(tab["mode"]) == {"replace", "mixed", "accumulate"} and len(tab) == 3 * 3
+    assert (tab["heterozygosity"] <= 0.75 + 1e-12).all()
+    assert (tmp_path / "run" / res["figures"][0]["file"]).stat().st_size > 10_000
