@@ -265,7 +265,7 @@ def _fit_counts(C: np.ndarray, tau: float, h: float, start: np.ndarray) -> np.nd
     return theta
 
 
-def _start(C: np.ndarray, x: np.ndarray, lag: int, tau: float, h: float) -> np.ndarray:
+def _start(C: np.ndarray, x: np.ndarray, lag: int, tau: float) -> np.ndarray:
     n = C.shape[0]
     occ = C.sum(0) + C.sum(1) + 1.0
     F0 = -np.log(occ / occ.sum())
@@ -423,7 +423,7 @@ class ReactionCoordinateModel:
                          f"lag {lag} given; implied time scales do not level off within lags {its.lags.tolist()}")
         tau = lag * dt
         C = transition_counts(s, n, lag)
-        theta = _fit_counts(C, tau, h, _start(C, x, lag, tau, h))
+        theta = _fit_counts(C, tau, h, _start(C, x, lag, tau))
         boot = np.empty((0, theta.size))
         if n_boot:
             rng = np.random.default_rng(seed)
