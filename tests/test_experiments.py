@@ -11,8 +11,7 @@ from memdyn.runner import run_suite
 
 
 # longest first, so that parallel workers (pytest -n) do not wait on it at the end
-@pytest.mark.parametrize("name", ["diffusion-episodes", "memorization", "diffusion-tau-mem",
-                                  "quasipotential", "exit-times", "noise-mitigation", "double-descent", "gibbs",
+@pytest.mark.parametrize("name", ["memorization", "quasipotential", "exit-times", "noise-mitigation", "double-descent", "gibbs",
                                   "collapse", "degeneration", "noise-geometry", "three-wells", "refit",
                                   "diffusion-calibration"])
 def test_quick_experiment_claims_hold(tmp_path, name):
@@ -72,6 +71,52 @@ def test_diffusion_temperature_runs_end_to_end_at_a_tiny_size(tmp_path):
     no_adam = {k: v for k, v in res["summary"].items() if k != "adam"}
     rows = [r["prediction"] for r in comparisons(sgd_only, {"diffusion-temperature": no_adam})]
     assert not any(r.startswith("Practical") for r in rows) and any(r.startswith("Under constant-step") for r in rows)
+
+
+def test_diffusion_episodes_runs_end_to_end_at_a_tiny_size(tmp_path):
+    """diffusion-episodes' pipeline on a tiny grid (its quick form takes minutes; its claims are checked in the
+    docs' runs): every setting measured at every spacing, settings with too few exits left out by name, the
+    stylized fit and the report's rows built."""
+    sets = ["diffusion-episodes.lrs=[0.05,0.1,0.2]", "diffusion-episodes.width=16", "diffusion-episodes.n=4",
+            "diffusion-episodes.replicates=2", "diffusion-episodes.probes=8", "diffusion-episodes.pretrain_time=150",
+            "diffusion-episodes.burn_time=2", "diffusion-episodes.window_time=20", "diffusion-episodes.sample_steps=3",
+            "diffusion-episodes.ema_time=0.3", "diffusion-episodes.min_exits=2", "diffusion-episodes.relax_time=0.5"]
+    summary = run_suite(["diffusion-episodes"], tmp_path / "run", quick=False, sets=sets, seed=7)
+    assert not summary.errors
+    res = json.loads((tmp_path / "run/diffusion-episodes/results.json").read_text())
+    ids = [c["id"] for c in res["claims"]]
+    assert len(set(ids)) == len(ids) and all(ID_PATTERN.fullmatch(i) for i in ids)
+    assert {f"settled@lr={a:g},ema={e}" for a in (0.05, 0.1, 0.2) for e in (0, 1)} <= set(ids)
+    assert {"shorter-episodes", "resolution@effect=lr"} <= set(ids)
+    tab = pd.read_parquet(tmp_path / "run/diffusion-episodes/tables/settings.parquet")
+    assert len(tab) == 6 and tab["ema"].sum() == 3
+    few = tab[tab["exits"] < 2]  # every setting with fewer than min_exits exits is left out, by name
+    assert len(res["summary"]["excluded"]) == len(few) and few["mean_length"].isna().sum() >= (few["exits"] == 0).sum()
+    emas = [i for i in ids if i.startswith("ema-lengthens@")]  # one per learning rate whose EMA run was measured
+    assert {f"ema-lengthens@lr={k}" for k in res["summary"]["ema_ratio"]} == set(emas)
+    assert res["summary"]["stylized_fit"]["verdict"] in ("agrees", "disagrees", "undecided")
+    rows = [r["prediction"] for r in comparisons(summary.claims, {"diffusion-episodes": res["summary"]})]
+    assert any("EMA" in r for r in rows)
+    assert (tmp_path / "run" / res["figures"][0]["file"]).stat().st_size > 10_000
+
+
+def test_diffusion_tau_mem_runs_end_to_end_at_a_tiny_size(tmp_path):
+    """diffusion-tau-mem's pipeline on tiny training sets (its quick form takes minutes; its claims are checked in
+    the docs' runs): tau_mem and tau_gen per run, both slope claims and their resolution checks present."""
+    sets = ["diffusion-tau-mem.ns=[8,12,16,24]", "diffusion-tau-mem.seeds=2", "diffusion-tau-mem.width=32",
+            "diffusion-tau-mem.probes=8", "diffusion-tau-mem.held_out=200", "diffusion-tau-mem.sample_steps=3"]
+    summary = run_suite(["diffusion-tau-mem"], tmp_path / "run", quick=False, sets=sets, seed=7)
+    assert not summary.errors
+    res = json.loads((tmp_path / "run/diffusion-tau-mem/results.json").read_text())
+    ids = {c["id"] for c in res["claims"]}
+    assert {"tau-mem-slope", "tau-gen-slope", "resolution@time=tau_mem", "resolution@time=tau_gen"} <= ids, ids
+    s = res["summary"]
+    assert s["slope_mem_se"] > 0 and len(s["local_slopes"]) == 3
+    for t in res["tables"]:
+        assert len(pd.read_parquet(tmp_path / "run" / t)) >= 4
+    rows = [r["prediction"] for r in comparisons(summary.claims, {"diffusion-tau-mem": s})]
+    assert any("tau_mem" in r for r in rows)
+    assert (tmp_path / "run" / res["figures"][0]["file"]).stat().st_size > 10_000
 
 
 def test_self_consuming_runs_end_to_end_at_a_tiny_size(tmp_path):
