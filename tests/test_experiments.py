@@ -63,6 +63,16 @@ def test_diffusion_temperature_runs_end_to_end_at_a_tiny_size(tmp_path):
         assert any(i.startswith(f"collapse@opt={opt},") for i in ids)
     tab = pd.read_parquet(tmp_path / "run/diffusion-temperature/tables/settings.parquet")
     assert len(tab) == 24 and set(tab["batch"]) == {4, 8, 16}
+    # the kinetic model: fitted at the setting the rule fixes (ln(B/lr) nearest the grid's middle; larger lr on a
+    # tie), a prediction for every SGD setting, its claims only when it converged
+    kin = res["summary"]["kinetic"]
+    assert (kin["lr"], kin["batch"]) == (0.1, 16) and isinstance(kin["converged"], bool)
+    ktab = pd.read_parquet(tmp_path / "run/diffusion-temperature/tables/kinetic.parquet")
+    assert len(ktab) == 12 and ktab["fitted_here"].sum() == 1
+    assert any(i.startswith("kinetic") for i in ids) == kin["trusted"]
+    assert len(res["figures"]) == 2
+    from memdyn.experiments.diffusion_temperature import DiffusionTemperatureConfig, kinetic_setting
+    assert kinetic_setting(DiffusionTemperatureConfig()) == (0.02, 8)  # x = 400 against the middle 506 of 80..3,200
     assert (tab["length_at_4"].dropna() >= tab["length_at_1"].dropna() - 1e-9).mean() > 0.5  # coarser: longer
     rows = {r["prediction"][:30]: r for r in comparisons(summary.claims, {"diffusion-temperature": res["summary"]})}
     assert any(k.startswith("Under constant-step SGD") for k in rows) and any(k.startswith("Practical") for k in rows)

@@ -283,6 +283,14 @@ def _mfpt(F: np.ndarray, logD: np.ndarray, h: float, i0: int, target: np.ndarray
     return float(t[np.flatnonzero(free).tolist().index(i0)])
 
 
+def _log_of(f):
+    """ln f(F, ln D), NaN where f is not positive."""
+    def g(F, logD):
+        v = f(F, logD)
+        return math.log(v) if v > 0 and math.isfinite(v) else math.nan
+    return g
+
+
 @dataclass(frozen=True)
 class ReactionCoordinateModel:
     """A Smoluchowski model (F, D) of a scalar coordinate on uniform bins, fitted by maximum likelihood.
@@ -319,7 +327,9 @@ class ReactionCoordinateModel:
     next longer lag instead, in quadrature: se = sqrt(se_boot^2 + (q(next lag) - q(lag))^2). A binned
     coordinate is never exactly Markovian; at a short lag its time scales come out a few per cent short
     (in the double well of the docs, 5 % at 40 bins and lag 1), and this term states that bias rather than
-    hiding it. :meth:`error_parts` gives the two terms apart.
+    hiding it. :meth:`error_parts` gives the two terms apart. If a bootstrap replicate has no finite
+    answer (far from the fitted temperature a replicate's barrier can make a time overflow), the
+    bootstrap term is infinite: the data do not bound the prediction.
     """
 
     edges: np.ndarray
@@ -337,7 +347,7 @@ class ReactionCoordinateModel:
     # ----------------------------------------------------------------------------------------------- fitting
     @classmethod
     def fit(cls, traces, temperature: float, *, bins=40, range=None, lag: int | None = None, lags=None,
-            dt: float = 1.0, rtol: float = 0.03, n_boot: int = 50, blocks: int = 20, seed: int = 0
+            dt: float = 1.0, rtol: float = 0.03, n_boot: int = 50, blocks: int = 20, groups=None, seed: int = 0
             ) -> ReactionCoordinateModel:
         """Fit F(r) and D(r) to trajectories of a scalar coordinate.
 
@@ -370,6 +380,10 @@ class ReactionCoordinateModel:
         blocks : int
             When there are fewer trajectories than this, each is cut into equal blocks so that there
             are at least this many units to resample.
+        groups : array_like of int, shape (n_trajectories,), optional
+            Trajectories that are not independent of each other (e.g. the probes of one training run)
+            share a group label; the bootstrap then resamples whole groups (at least 2), and ``blocks``
+            is not used.
         seed : int
             Seed of the bootstrap.
 
@@ -384,6 +398,11 @@ class ReactionCoordinateModel:
             raise ValueError(f"dt: a positive number, got {dt}")
         if n_boot < 0 or blocks < 1:
             raise ValueError(f"n_boot >= 0 and blocks >= 1, got {n_boot} and {blocks}")
+        if groups is not None:
+            groups = np.asarray(groups).reshape(-1)
+            if groups.size != x.shape[0] or np.unique(groups).size < 2:
+                raise ValueError(f"groups: one label per trajectory ({x.shape[0]}) with at least 2 distinct labels, "
+                                 f"got {groups.size} labels, {np.unique(groups).size} distinct")
         edges = _edges(x, bins, range)
         s = _assign(x, edges)
         occ = np.bincount(s[s >= 0], minlength=edges.size - 1)
@@ -432,9 +451,16 @@ class ReactionCoordinateModel:
                 per = max(lag + 1, s.shape[1] // -(-blocks // s.shape[0]))
                 k = s.shape[1] // per
                 units = s[:, :k * per].reshape(s.shape[0] * k, per)
+            members = None
+            if groups is not None:
+                units, members = s, [np.flatnonzero(groups == g) for g in np.unique(groups)]
             reps = []
             for _ in builtins.range(n_boot):
-                Cb = transition_counts(units[rng.integers(0, units.shape[0], units.shape[0])], n, lag)
+                if members is None:
+                    pick = rng.integers(0, units.shape[0], units.shape[0])
+                else:
+                    pick = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+                Cb = transition_counts(units[pick], n, lag)
                 if (Cb.sum(0) + Cb.sum(1) == 0).any():      # a bin unvisited in this replicate: skip it
                     continue
                 reps.append(_fit_counts(Cb, tau, h, theta))
@@ -496,7 +522,11 @@ class ReactionCoordinateModel:
 
     def _parts_of(self, f) -> tuple[float, float]:
         n = self.F.size
-        stat = float(np.std([f(b[:n], b[n:]) for b in self.boot], ddof=1)) if self.boot.shape[0] >= 2 else math.nan
+        stat = math.nan
+        if self.boot.shape[0] >= 2:
+            reps = np.array([f(b[:n], b[n:]) for b in self.boot])
+            # a replicate without a finite answer (a barrier so high the time overflows): the error is unbounded
+            stat = float(np.std(reps, ddof=1)) if np.isfinite(reps).all() else math.inf
         shift = 0.0 if self.alt is None else abs(f(self.alt[:n], self.alt[n:]) - f(self.F, self.logD))
         return stat, shift
 
@@ -512,7 +542,7 @@ class ReactionCoordinateModel:
         """The generator K (rows sum to zero) of the bin chain, per unit of time."""
         return _rate_matrix(self.F, self.logD, self.width)
 
-    def mean_first_passage(self, start: float, end: float, *, return_se: bool = False):
+    def mean_first_passage(self, start: float, end: float, *, return_se: bool = False, log: bool = False):
         """Mean time from ``start`` until the coordinate first reaches ``end``, in the unit of dt.
 
         The target is every bin whose centre lies at or beyond ``end`` (on the side away from
@@ -525,12 +555,17 @@ class ReactionCoordinateModel:
         return_se : bool
             Also return the error: bootstrap se and the lag's systematic error in quadrature (see the
             class's Errors; NaN without bootstrap replicates).
+        log : bool
+            Return ln of the time instead, with its error computed on that scale (use it when the
+            replicates spread the time over orders of magnitude, as far from the fitted temperature).
 
         Returns
         -------
         float, or (float, float) with ``return_se``
         """
         one = self._passage(start, end)
+        if log:
+            one = _log_of(one)
         value = one(self.F, self.logD)
         return (value, self._se(one)) if return_se else value
 
@@ -541,6 +576,32 @@ class ReactionCoordinateModel:
             raise ValueError(f"end: {end} lies beyond the fitted range [{self.edges[0]:.4g}, {self.edges[-1]:.4g}]")
         i0 = self._bin(start)
         return lambda F, logD: _mfpt(F, logD, self.width, i0, target)
+
+    def exit_time(self, start: float, end: float, *, return_se: bool = False):
+        """Mean exit time from the quasi-stationary distribution of the bins on ``start``'s side of ``end``.
+
+        -1 / lambda_0, lambda_0 the largest eigenvalue of the generator restricted to those bins (every
+        bin whose centre lies short of ``end``): the mean residual time of a stay that has lasted long
+        enough to forget how it began (the exit law of a long episode is then exponential with this
+        mean). For a high barrier it equals :meth:`mean_first_passage` from the well's bottom up to the
+        time of relaxing inside the well. In the unit of dt; ``return_se`` as in
+        :meth:`mean_first_passage`.
+        """
+        c = self.centers
+        inside = c < end if end >= start else c > end
+        if inside.all() or not inside[self._bin(start)]:
+            raise ValueError(f"end: {end} must lie inside the fitted range [{self.edges[0]:.4g}, "
+                             f"{self.edges[-1]:.4g}] and beyond start {start}")
+        keep = np.flatnonzero(inside)
+
+        def one(F, logD):
+            d, _, _, diag = _parts(F, logD, self.width)
+            i0, i1 = keep[0], keep[-1]
+            lam = eigh_tridiagonal(diag[i0:i1 + 1], d[i0:i1], eigvals_only=True, select="i",
+                                   select_range=(i1 - i0, i1 - i0))
+            return float(-1 / lam[0])
+        value = one(self.F, self.logD)
+        return (value, self._se(one)) if return_se else value
 
     def relaxation_time(self) -> float:
         """The slowest relaxation time -1 / lambda_2 of the model's generator, in the unit of dt."""

@@ -23,6 +23,26 @@ Before any run the claims were fixed as:
 * **direction** (one-sided): colder is longer, the slope c1 = V of the line is >= 0; the claim states
   its minimum detectable effect (the V it would show to be > 0 at 95 % power).
 
+**Predicted, not fitted** (SGD only; :mod:`memdyn.kinetics`): at one setting, fixed by rule before
+any run (the one whose ln(B / a) is nearest the middle of the grid's range; the larger a on a tie),
+a one-dimensional kinetic model (free energy F and diffusion D on 40 bins) is fitted to the probes'
+coordinate r = ln(d1/d2) over that setting's settled window, at the temperature T = a / B with time
+in a x steps, its bootstrap over whole runs. Its mean first passage from r = ln(1/3) (a probe enters
+a memorizing core) to ln(0.6) (the free core), at each setting's own temperature (U = T (F - ln D)
+kept, D proportional to T), predicts ln(a L) there; the claims (two-sided, findings):
+
+* **kinetic prediction** per usable setting: predicted ln(a L) against the measured one, the error
+  the model's (bootstrap over runs and the lag's systematic term) and the measurement's in quadrature
+  (the fitted setting's own claim is in-sample; every other is a prediction at a temperature the
+  model never saw);
+* **two barriers**: the barrier of U(r) from the well's bottom to ln(0.6) against the Arrhenius
+  slope V of the measured lengths: two estimates of V from different data (the coordinate's motion
+  at one temperature; the lengths at all of them).
+
+If the model's implied time scales do not level off (the coordinate is not Markovian at the lags
+tried), its predictions are reported in the table but not claimed, and the summary says so: the
+kinetic model itself says they are unreliable.
+
 The measurement follows :mod:`memdyn.protocol`. Each of ``replicates`` independent training runs
 (its own digits, initial weights, probes) is pre-trained by SGD (``pretrain_lr``, ``pretrain_batch``)
 for ``pretrain_time`` in t = a k, so that memorization has set in; from that state every setting
@@ -57,12 +77,16 @@ from matplotlib.figure import Figure as MplFigure
 from pydantic import Field
 
 from ..claims import Z_TOL, claim, detectable
+from ..kinetics import ReactionCoordinateModel
 from ..protocol import MIN_RUNS, mean_episode_length, resolution_claim
 from ..stats import line_fit
 from .base import ConfigError, Context, Experiment, ExperimentError, Figure, Outcome
 from .sgd_runs import SGDRunsConfig, check_runs, continue_runs, f_mem, log_time, measure, nullable, pretrain
 
 OPTIMIZERS = ("sgd", "adam")
+KINETIC_BINS = 40  # bins of ln(d1/d2) for the kinetic model
+KINETIC_BOOT = 40  # its bootstrap replicates (over whole runs)
+ENTER, FREE = math.log(1 / 3), math.log(0.6)  # a probe enters a memorizing core below ENTER, the free core above FREE
 
 
 class DiffusionTemperatureConfig(SGDRunsConfig):
@@ -79,6 +103,14 @@ class DiffusionTemperatureConfig(SGDRunsConfig):
 def settings(cfg) -> list[tuple[float, int]]:
     """The (lr, B) grid, lr-major."""
     return [(lr, b) for lr in cfg.lrs for b in cfg.batches]
+
+
+def kinetic_setting(cfg) -> tuple[float, int]:
+    """The setting the kinetic model is fitted at: ln(B / lr) nearest the middle of the grid's range,
+    the larger lr on a tie (a rule fixed before any run)."""
+    x = {(lr, b): math.log(b / lr) for lr, b in settings(cfg)}
+    mid = (min(x.values()) + max(x.values())) / 2
+    return min(x, key=lambda k: (round(abs(x[k] - mid), 9), -k[0]))
 
 
 class DiffusionTemperature(Experiment):
@@ -112,12 +144,18 @@ class DiffusionTemperature(Experiment):
     def run(self, cfg, ctx: Context) -> Outcome:
         opts = OPTIMIZERS if cfg.adam else OPTIMIZERS[:1]
         rows, claims, summary, traces = [], [], {}, {}
+        lr0, b0 = kinetic_setting(cfg)
+        coordinate = None
         for opt in opts:
             scale = 1.0 if opt == "sgd" else cfg.adam_scale
             pre = ctx.cell(f"pretrain_opt={opt}", lambda opt=opt, scale=scale: pretrain(cfg, ctx, opt, scale))
             for lr in cfg.lrs:
-                res = ctx.cell(f"opt={opt}_lr={lr:g}", lambda opt=opt, lr=lr, scale=scale, pre=pre: continue_runs(
-                    cfg, ctx, opt, lr * scale, scale, pre, [(b, 0.0) for b in cfg.batches]))
+                keep = cfg.batches.index(b0) if opt == "sgd" and lr == lr0 else None
+                res = ctx.cell(f"opt={opt}_lr={lr:g}", lambda opt=opt, lr=lr, scale=scale, pre=pre, keep=keep:
+                               continue_runs(cfg, ctx, opt, lr * scale, scale, pre, [(b, 0.0) for b in cfg.batches],
+                                             coordinate=keep))
+                if keep is not None:
+                    coordinate = res["log_ratio"]
                 for j, b in enumerate(cfg.batches):
                     members = [j * cfg.replicates + r for r in range(cfg.replicates)]
                     runs = [res["states"][m] for m in members]
@@ -131,15 +169,131 @@ class DiffusionTemperature(Experiment):
             c, s = _claims(cfg, opt, [r for r in rows if r["optimizer"] == opt], traces)
             claims += c
             summary[opt] = s
+        sgd_rows = [r for r in rows if r["optimizer"] == "sgd"]
+        kc, summary["kinetic"], kin_tab, model = _kinetic(cfg, ctx, sgd_rows, coordinate, (lr0, b0), summary["sgd"])
+        claims += kc
         tab = nullable(pd.DataFrame(rows))
-        summary["verdict"] = " ".join(summary[o]["verdict"] + "." for o in opts)
+        summary["verdict"] = " ".join(summary[o]["verdict"] + "." for o in (*opts, "kinetic"))
         if cfg.form_test:
             summary["form_test"] = True
         for o in opts:  # the theory-vs-practice form: a barrier shown > 0, not only not < 0
             summary[f"{o}_barrier"] = bool(summary[o].get("barrier_shown", False))
         fits = pd.DataFrame([{"optimizer": o, **{k: v for k, v in summary[o].items() if k not in ("verdict", "excluded")},
                               "excluded": ", ".join(summary[o]["excluded"])} for o in opts])
-        return Outcome(claims, {"settings": tab, "fits": nullable(fits)}, [_figure(cfg, tab, traces, summary)], summary)
+        return Outcome(claims, {"settings": tab, "fits": nullable(fits), "kinetic": nullable(kin_tab)},
+                       [_figure(cfg, tab, traces, summary), _kinetic_figure(cfg, model, kin_tab, summary)], summary)
+
+
+def _kinetic(cfg, ctx: Context, rows: list[dict], coordinate: np.ndarray, at: tuple[float, int], sgd: dict):
+    """The kinetic model fitted at setting ``at`` from its runs' ln(d1/d2) (runs x probes x steps) over
+    the settled window, its predictions at every usable setting and its barrier: (claims, summary,
+    table, model)."""
+    import warnings
+
+    lr0, b0 = at
+    row0 = next(r for r in rows if math.isclose(r["lr"], lr0) and r["batch"] == b0)
+    R, P, _ = coordinate.shape
+    r = coordinate[:, :, int(row0["window_start"]):].reshape(R * P, -1).astype(np.float64)
+    lo = float(np.quantile(r, 0.001))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # an unconverged lag choice is reported below instead
+        model = ReactionCoordinateModel.fit(r, lr0 / b0, bins=KINETIC_BINS, range=(lo, 0.0), dt=lr0,
+                                            n_boot=KINETIC_BOOT, groups=np.repeat(np.arange(R), P),
+                                            seed=ctx.seed_for("kinetic") % 2**31)
+    # the model can time an episode only if its bins reach into a memorizing core and out to the free core
+    covers = model.edges[0] < ENTER and model.edges[-1] > FREE
+    trusted = covers and model.converged
+    # the well: the most visited bin inside a memorizing core (U's minimum can fall in a sparse tail bin)
+    core = model.centers < ENTER
+    well = float(model.centers[core][np.argmin(model.F[core])]) if core.any() else float(model.centers[0])
+    U, U_se = model.barrier(well, FREE) if covers else (math.nan, math.nan)
+    usable = [q for q in rows if q["settled"] and q["exits"] >= cfg.min_exits]
+    tab, claims = [], []
+    for q in rows:
+        pred, pred_se = (model.at_temperature(q["lr"] / q["batch"]).mean_first_passage(ENTER, FREE, return_se=True,
+                                                                                      log=True)
+                         if covers else (math.nan, math.nan))
+        t = math.exp(pred)
+        use = q in usable
+        z = (pred - q["log_time"]) / math.hypot(pred_se, q["log_time_se"]) if use else math.nan
+        inside = math.isclose(q["lr"], lr0) and q["batch"] == b0
+        tab.append({"lr": q["lr"], "batch": q["batch"], "x": q["x"], "predicted_log_time": pred,
+                    "predicted_log_time_se": pred_se, "log_time": q["log_time"] if use else math.nan,
+                    "log_time_se": q["log_time_se"] if use else math.nan, "z": z, "fitted_here": inside,
+                    "usable": use})
+        if use and trusted and math.isfinite(pred_se):  # an unbounded error would make a claim that cannot fail
+            claims.append(claim(
+                f"kinetic@opt=sgd,lr={q['lr']:g},B={q['batch']}",
+                f"SGD lr={q['lr']:g}, B={q['batch']}: ln(lr L) predicted by the kinetic model fitted at lr={lr0:g}, "
+                f"B={b0}" + (" (in sample)" if inside else ""), pred, q["log_time"], q["log_time_se"],
+                predicted_se=pred_se, finding=True,
+                detail=(f"mean first passage of ln(d1/d2) from ln(1/3) to ln(0.6) at T = lr/B = {q['lr'] / q['batch']:.3g} "
+                        f"({t / q['lr']:.3g} steps) against the measured mean episode length "
+                        f"{math.exp(q['log_time']) / q['lr']:.3g} steps; model lag {model.lag} steps, bootstrap over "
+                        f"{R} runs; two-sided")))
+    summary = {"lr": lr0, "batch": b0, "lag": model.lag, "converged": model.converged, "diagnosis": model.diagnosis,
+               "barrier": U, "barrier_se": U_se, "arrhenius_barrier": sgd["slope"],
+               "arrhenius_barrier_se": sgd["slope_se"]}
+    if trusted:
+        claims.append(claim(
+            "kinetic-barrier@opt=sgd", f"SGD: the barrier of the kinetic model's U(r) (fitted at lr={lr0:g}, B={b0}) "
+            "against the Arrhenius slope V of the measured episode lengths", sgd["slope"], U, U_se,
+            predicted_se=sgd["slope_se"], finding=True,
+            detail=(f"U = T (F - ln D) from the most visited bin of the cores (r = {well:.2f}) to ln(0.6); V from ln(lr L) against B/lr over "
+                    f"{sgd['usable']} settings; two estimates from different data; two-sided")))
+        summary["verdict"] = (f"kinetic model fitted at lr={lr0:g}, B={b0} (lag {model.lag} steps): barrier of U "
+                              f"{U:.3g} +- {U_se:.2g} against the Arrhenius slope {sgd['slope']:.3g} +- "
+                              f"{sgd['slope_se']:.2g}")
+    elif not covers:
+        summary["verdict"] = (f"kinetic model fitted at lr={lr0:g}, B={b0}: its probes' ln(d1/d2) spans "
+                              f"[{model.edges[0]:.2f}, {model.edges[-1]:.2f}], not from below ln(1/3) = {ENTER:.2f} to "
+                              f"above ln(0.6) = {FREE:.2f}: it saw no episode to time; nothing predicted")
+    else:
+        summary["verdict"] = (f"kinetic model fitted at lr={lr0:g}, B={b0}: {model.diagnosis}; its predictions are in "
+                              "the table, not claimed")
+    summary["trusted"] = trusted
+    return claims, summary, pd.DataFrame(tab), model
+
+
+def _kinetic_figure(cfg, model: ReactionCoordinateModel, tab: pd.DataFrame, summary) -> Figure:
+    k = summary["kinetic"]
+    fig = MplFigure(figsize=(13, 4))
+    ax1, ax2, ax3 = fig.subplots(1, 3)
+    its = model.implied
+    ax1.plot(its.lags, its.timescales[:, 0] / model.dt, "o-")
+    ax1.axvline(model.lag, color="grey", ls=":", label=f"lag used ({model.lag} steps)")
+    ax1.set(xscale="log", xlabel="lag (steps)", ylabel="slowest implied time scale (steps)",
+            title="Is ln(d1/d2) Markovian? " + ("yes: levels off" if model.converged else "no: does not level off"))
+    ax1.legend(fontsize=8)
+    r = model.centers
+    U = model.quasi_potential()
+    n = model.F.size
+    if model.boot.size:
+        band = np.std([model.temperature * (b[:n] - np.interp(r, model.edges[1:-1], b[n:])) for b in model.boot], 0)
+        ax2.fill_between(r, U - U.min() - 2 * band, U - U.min() + 2 * band, alpha=0.3, label="±2 bootstrap se (runs)")
+    ax2.plot(r, U - U.min(), "-", label="U = T (F - ln D)")
+    for v, name in ((ENTER, "ln(1/3): enter"), (FREE, "ln(0.6): free")):
+        ax2.axvline(v, color="grey", ls=":", lw=1)
+        ax2.text(v, 0.03, name, fontsize=7, rotation=90, ha="right", va="bottom", transform=ax2.get_xaxis_transform())
+    ax2.set(xlabel="r = ln(d1/d2)", ylabel="U (units of lr / B)",
+            title=f"quasi-potential, fitted at lr={k['lr']:g}, B={k['batch']}")
+    ax2.legend(fontsize=8)
+    tab = tab.astype({c: "float64" for c in ("x", "predicted_log_time", "predicted_log_time_se", "log_time",
+                                             "log_time_se")})  # NA (nothing measured or predicted) as NaN
+    use = tab[tab["usable"]]
+    ax3.errorbar(use["x"], use["log_time"], use["log_time_se"], fmt="o", color="C0", label="measured (SGD)")
+    ax3.errorbar(tab["x"] * 1.03, tab["predicted_log_time"], tab["predicted_log_time_se"], fmt="x", color="C2",
+                 label="kinetic model (prediction)")
+    ax3.axvline(k["batch"] / k["lr"], color="grey", ls=":", label="fitted here")
+    ax3.set(xscale="log", xlabel="B / lr", ylabel="ln(lr L)", title="episode time: predicted beside measured")
+    ax3.legend(fontsize=8)
+    fig.tight_layout()
+    caption = (f"The kinetic model (memdyn.kinetics) of the probes' ln(d1/d2) at lr={k['lr']:g}, B={k['batch']} "
+               f"({cfg.replicates} runs x {cfg.probes} probes, the settled window; errors by a bootstrap over runs and "
+               "the lag's systematic term). Left: the lag choice; middle: the fitted quasi-potential; right: its "
+               "predicted ln(lr L) at every setting beside the measured one (out of sample except where fitted). "
+               "Verdict: " + k["verdict"] + ".")
+    return Figure("diffusion-temperature-kinetic", fig, caption)
 
 
 def _ident(opt, lr, b):

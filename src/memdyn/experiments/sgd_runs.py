@@ -102,14 +102,16 @@ def pretrain(cfg, ctx, opt: str = "sgd", scale: float = 1.0) -> dict:
 
 
 def continue_runs(cfg, ctx, opt: str, lr: float, scale: float, pre: dict, settings: list[tuple[int, float]],
-                  after: Callable | None = None) -> dict:
+                  after: Callable | None = None, coordinate: int | None = None) -> dict:
     """Every setting (batch size, EMA decay) at one learning rate, from each run's pre-trained state:
     the core-set labels and the memorized indicator (d1/d2 < 1/3) at every step of the window
     (members x probes x steps; member j * replicates + r is setting j of run r).
 
     Settings that differ only in their EMA decay share their batches: the same trajectory, sampled
     from its weights or from their average. ``after(result, members)``, if given, adds its entries
-    to the output (computed from the trained ensemble, e.g. per-member measurements)."""
+    to the output (computed from the trained ensemble, e.g. per-member measurements). ``coordinate``,
+    a setting's index, adds that setting's ln(d1/d2) at every step of the window ("log_ratio", runs x
+    probes x steps, float32: the coordinate :mod:`memdyn.kinetics` fits)."""
     import torch
 
     from ..diffusion.ensemble import train_ensemble
@@ -137,6 +139,10 @@ def continue_runs(cfg, ctx, opt: str, lr: float, scale: float, pre: dict, settin
     states = np.stack([mo.states() for mo in res.monitors]).astype(np.int16)
     memorized = np.stack([mo.history()["memorized"].to_numpy().reshape(-1, cfg.probes).T for mo in res.monitors])
     out = {"states": states, "memorized": memorized.astype(np.int8)}
+    if coordinate is not None:
+        mons = res.monitors[coordinate * R:(coordinate + 1) * R]
+        out["log_ratio"] = np.stack([np.log(np.maximum(mo.history()["ratio"].to_numpy(), 1e-12)).reshape(-1, cfg.probes).T
+                                     for mo in mons]).astype(np.float32)
     if after is not None:
         out.update(after(res, members))
     return out
