@@ -50,7 +50,8 @@ History. The replace claim was first two-sided (H_G(replace) equal to the Wright
 expectation); it failed (the real model lost diversity faster: M_eff below M on 4 of 5 seeds, 4.2 to
 10.2 for M = 8) and was then made one-sided. The inequality is the theory's (the derivation above),
 but the change came after the failure, so the claim was run again on seeds never used before, with
-``replicates`` = 5 independent loops per mode (the protocol's minimum).
+``replicates`` = 5 independent loops per mode (the protocol's minimum; the full form runs 6, the
+fewest at which its replace claim can fail, from the collapse model's spread before any data).
 
 How fast the real model loses diversity under replace is reported as an effective population size
 M_eff, the M for which (1 - 1/M)^G equals the measured H_G / H_0: M_eff < M means the real model
