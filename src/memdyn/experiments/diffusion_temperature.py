@@ -215,7 +215,7 @@ def _kinetic(cfg, ctx: Context, rows: list[dict], coordinate: np.ndarray, at: tu
                          if covers else (math.nan, math.nan))
         t = math.exp(pred)
         use = q in usable
-        z = (pred - q["log_time"]) / math.hypot(pred_se, q["log_time_se"]) if use else math.nan
+        z = (pred - q["log_time"]) / math.hypot(pred_se, q["log_time_se"]) if use and math.isfinite(pred_se) else math.nan
         inside = math.isclose(q["lr"], lr0) and q["batch"] == b0
         tab.append({"lr": q["lr"], "batch": q["batch"], "x": q["x"], "predicted_log_time": pred,
                     "predicted_log_time_se": pred_se, "log_time": q["log_time"] if use else math.nan,
