@@ -78,9 +78,7 @@ def _figure(model: ReactionCoordinateModel, ref: dict) -> None:
     ax[0].set(xscale="log", xlabel="lag (time)", ylabel="slowest implied time scale", title="lag choice")
     ax[0].legend()
     r = model.centers
-    U = model.quasi_potential()
-    n = model.F.size
-    band = np.std([model.temperature * (b[:n] - np.interp(r, model.edges[1:-1], b[n:])) for b in model.boot], 0)
+    U, band = model.quasi_potential(return_se=True)
     ax[1].fill_between(r, U - 2 * band, U + 2 * band, alpha=0.3, label="fitted U = T (F - ln D), ±2 bootstrap se")
     true = r**4 - 2 * r**2
     ax[1].plot(r, true - true.min(), "k--", label="U(x) = x^4 - 2x^2")

@@ -88,6 +88,8 @@ def test_at_temperature_keeps_the_quasi_potential_and_scales_the_diffusion():
     np.testing.assert_allclose(m2.quasi_potential(), m.quasi_potential(), atol=1e-12)
     np.testing.assert_allclose(m2.diffusion(0.0), m.diffusion(0.0) / 2)
     assert m2.boot.shape == m.boot.shape
+    U, U_se = m.quasi_potential(return_se=True)   # its pointwise bootstrap error, one per bin
+    assert U_se.shape == U.shape and np.all(U_se >= 0) and np.allclose(U, m.quasi_potential())
     # colder: longer passages, and a higher free-energy barrier in units of the temperature
     assert m2.mean_first_passage(-1, 0.9) > m.mean_first_passage(-1, 0.9)
     assert m2.free_energy(0.0) - m2.free_energy(-1.0) > m.free_energy(0.0) - m.free_energy(-1.0)

@@ -501,10 +501,18 @@ class ReactionCoordinateModel:
         U = self.temperature * (F - lnD)
         return U - U.min()
 
-    def quasi_potential(self, r=None) -> np.ndarray:
-        """U(r) = T (F(r) - ln D(r)), the temperature-free potential (min 0), at r (default: the bin centres)."""
+    def quasi_potential(self, r=None, *, return_se: bool = False):
+        """U(r) = T (F(r) - ln D(r)), the temperature-free potential (min 0), at r (default: the bin centres).
+
+        With ``return_se`` also its pointwise bootstrap standard error (NaN without replicates).
+        """
         U = self._U(self.F, self.logD)
-        return U if r is None else np.interp(r, self.centers, U)
+        n = self.F.size
+        se = (np.std([self._U(b[:n], b[n:]) for b in self.boot], axis=0, ddof=1) if self.boot.shape[0] >= 2
+              else np.full(n, math.nan))
+        if r is not None:
+            U, se = np.interp(r, self.centers, U), np.interp(r, self.centers, se)
+        return (U, se) if return_se else U
 
     def barrier(self, start: float, end: float) -> float | tuple[float, float]:
         """max U on [start, end] minus U at the lowest point on the start side of that maximum, with its error.

@@ -70,6 +70,7 @@ trained alone.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -188,8 +189,6 @@ def _kinetic(cfg, ctx: Context, rows: list[dict], coordinate: np.ndarray, at: tu
     """The kinetic model fitted at setting ``at`` from its runs' ln(d1/d2) (runs x probes x steps) over
     the settled window, its predictions at every usable setting and its barrier: (claims, summary,
     table, model)."""
-    import warnings
-
     lr0, b0 = at
     row0 = next(r for r in rows if math.isclose(r["lr"], lr0) and r["batch"] == b0)
     R, P, _ = coordinate.shape
@@ -266,12 +265,9 @@ def _kinetic_figure(cfg, model: ReactionCoordinateModel, tab: pd.DataFrame, summ
             title="Is ln(d1/d2) Markovian? " + ("yes: levels off" if model.converged else "no: does not level off"))
     ax1.legend(fontsize=8)
     r = model.centers
-    U = model.quasi_potential()
-    n = model.F.size
-    if model.boot.size:
-        band = np.std([model.temperature * (b[:n] - np.interp(r, model.edges[1:-1], b[n:])) for b in model.boot], 0)
-        ax2.fill_between(r, U - U.min() - 2 * band, U - U.min() + 2 * band, alpha=0.3, label="±2 bootstrap se (runs)")
-    ax2.plot(r, U - U.min(), "-", label="U = T (F - ln D)")
+    U, band = model.quasi_potential(return_se=True)
+    ax2.fill_between(r, U - 2 * band, U + 2 * band, alpha=0.3, label="±2 bootstrap se (runs)")
+    ax2.plot(r, U, "-", label="U = T (F - ln D)")
     for v, name in ((ENTER, "ln(1/3): enter"), (FREE, "ln(0.6): free")):
         ax2.axvline(v, color="grey", ls=":", lw=1)
         ax2.text(v, 0.03, name, fontsize=7, rotation=90, ha="right", va="bottom", transform=ax2.get_xaxis_transform())
