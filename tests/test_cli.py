@@ -19,6 +19,24 @@ def memdyn(*args, cwd, timeout=600):
     return subprocess.run([*EXE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
+def memdyn_here(*args, cwd):
+    """The same command in this process (typer's test runner; no interpreter start-up), for checks of what it
+    prints and its exit code; an exception that escapes the CLI is re-raised, as a traceback would show."""
+    from typer.testing import CliRunner
+
+    from memdyn.cli import app
+
+    old = Path.cwd()
+    os.chdir(cwd)
+    try:
+        r = CliRunner().invoke(app, list(args))
+    finally:
+        os.chdir(old)
+    if r.exception is not None and not isinstance(r.exception, SystemExit):
+        raise r.exception
+    return subprocess.CompletedProcess(args, r.exit_code, r.stdout, r.stderr)
+
+
 def test_list_and_config(tmp_path):
     out = memdyn("list", cwd=tmp_path)
     assert out.returncode == 0 and "timescales" in out.stdout and "gibbs" in out.stdout
@@ -57,7 +75,7 @@ def test_list_and_config(tmp_path):
     ("self-consuming", ["--set", "alpha=0.01"], "self-consuming.alpha=0.01"),
 ])
 def test_bad_input_exits_2_with_one_line(tmp_path, name, args, needle):
-    out = memdyn("run", name, "--quick", *args, "--out", "D", cwd=tmp_path)
+    out = memdyn_here("run", name, "--quick", *args, "--out", "D", cwd=tmp_path)
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], out.stderr
@@ -80,8 +98,9 @@ def test_default_suite_runs_the_quick_form_of_long_experiments():
 
 
 def test_unknown_experiment(tmp_path):
-    out = memdyn("run", "nosuch", cwd=tmp_path)
+    out = memdyn("run", "nosuch", cwd=tmp_path)  # the command itself: exit 2, one line, no traceback
     assert out.returncode == 2 and "unknown experiment 'nosuch'" in out.stderr
+    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
 
 
 def test_unstable_step_reports_divergence_without_nan(tmp_path):
@@ -219,7 +238,7 @@ def test_diffusion_train_end_to_end_and_resume(tmp_path):
     (["--dataset", "gmm", "--model", "unet"], "needs image data"),
 ])
 def test_diffusion_train_bad_input_exits_2(tmp_path, args, needle):
-    out = memdyn("diffusion", "train", *args, "--steps", "1", "--out", "D", "--no-progress", cwd=tmp_path)
+    out = memdyn_here("diffusion", "train", *args, "--steps", "1", "--out", "D", "--no-progress", cwd=tmp_path)
     assert out.returncode == 2, out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in out.stderr
@@ -228,14 +247,14 @@ def test_diffusion_train_bad_input_exits_2(tmp_path, args, needle):
 def test_config_file_template_runs_and_bad_entries_exit_2_naming_the_file(tmp_path):
     """`memdyn config EXP --toml` writes a file that --config takes unchanged; --set overrides it; the run
     keeps config.toml, which runs it again as it was; a bad key, value or syntax exits 2 with one line."""
-    tpl = memdyn("config", "gibbs", "--toml", cwd=tmp_path)
+    tpl = memdyn_here("config", "gibbs", "--toml", cwd=tmp_path)
     assert tpl.returncode == 0 and "[gibbs]" in tpl.stdout and "\nsigma = 3.0\n" in tpl.stdout
     (tmp_path / "g.toml").write_text(tpl.stdout.replace("\nsaddle = 0.2\n", "\nsaddle = 0.17\n"))
     out = memdyn("run", "gibbs", "--quick", "--config", "g.toml", "--set", "sigma=3.1", "--out", "D", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     used = json.loads((tmp_path / "D/config.json").read_text())["experiments"]["gibbs"]
     assert used["saddle"] == 0.17 and used["sigma"] == 3.1 and used["chains"] == 2000  # the quick form's chains
-    again = memdyn("run", "gibbs", "--config", "D/config.toml", "--out", "D", cwd=tmp_path)  # same config: reused
+    again = memdyn_here("run", "gibbs", "--config", "D/config.toml", "--out", "D", cwd=tmp_path)  # same config: reused
     assert again.returncode == 0 and "finished earlier" in again.stderr
     text = tpl.stdout
     bad = {"misspelt.toml": (text.replace("\nsigma = 3.0", "\nsigmaa = 3.0"), "unknown key 'sigmaa' for gibbs"),
@@ -247,8 +266,8 @@ def test_config_file_template_runs_and_bad_entries_exit_2_naming_the_file(tmp_pa
         (tmp_path / name).write_text(content)
         cmds = [["run", "gibbs", "--quick"]] + ([["sweep", "gibbs", "--seeds", "0"], ["calibrate", "gibbs"]]
                                                if name == "range.toml" else [])
-        for cmd in cmds:
-            r = memdyn(*cmd, "--config", name, "--out", "E", cwd=tmp_path)
+        for cmd in cmds:  # in this process; test_unknown_experiment and the sweep tests start the command itself
+            r = memdyn_here(*cmd, "--config", name, "--out", "E", cwd=tmp_path)
             assert r.returncode == 2 and r.stderr.count("\n") == 1, (cmd, r.stderr)
             assert r.stderr.startswith(f"memdyn: {name}: ") and needle in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "E").exists()

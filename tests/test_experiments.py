@@ -133,7 +133,7 @@ def test_self_consuming_runs_end_to_end_at_a_tiny_size(tmp_path):
     """The self-consuming pipeline on a tiny loop (its quick form takes minutes; its claims are checked in the docs'
     runs): every mode measured, the claims present with ids, the replace claim left out where it cannot fail."""
     sets = ["self-consuming.n=4", "self-consuming.generations=2", "self-consuming.replicates=2",
-            "self-consuming.steps=800"]
+            "self-consuming.steps=400"]
     summary = run_suite(["self-consuming"], tmp_path / "run", quick=False, sets=sets, seed=5)
     assert not summary.errors
     res = json.loads((tmp_path / "run/self-consuming/results.json").read_text())

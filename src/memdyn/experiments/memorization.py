@@ -99,16 +99,16 @@ class Memorization(Experiment):
     def check(self, cfg):
         if cfg.probes > cfg.chains:
             raise ConfigError(f"invalid value for memorization.probes={cfg.probes}: at most chains={cfg.chains}")
+        lam = 1 / cfg.bandwidth**2
+        if cfg.step * lam > 0.2:
+            raise ConfigError(f"invalid value for memorization.step={cfg.step}: a / h^2 = {cfg.step * lam:.3g} > 0.2 "
+                              "(a well's curvature is about 1/h^2; finite-step effects would dominate): lower the step")
         try:
             th = _theory(cfg.n_train, cfg.radius, cfg.bandwidth, cfg.c, cfg.sigma)
         except ValueError as e:
             raise ConfigError(f"invalid value for memorization.bandwidth={cfg.bandwidth} (with c={cfg.c}, "
                               f"n_train={cfg.n_train}, radius={cfg.radius}): {e}") from None
         V = float(th.exit_barrier[:-1].min())
-        lam = 1 / cfg.bandwidth**2
-        if cfg.step * lam > 0.2:
-            raise ConfigError(f"invalid value for memorization.step={cfg.step}: a / h^2 = {cfg.step * lam:.3g} > 0.2 "
-                              "(a well's curvature is about 1/h^2; finite-step effects would dominate): lower the step")
         hi, lo = V / (cfg.step * cfg.step_ratio), V / cfg.step
         if lo < 2:
             raise ConfigError(f"invalid value for memorization.step={cfg.step}: V/a = {lo:.3g} < 2 at the largest step "
