@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -114,14 +115,32 @@ def test_diffusion_tau_mem_runs_end_to_end_at_a_tiny_size(tmp_path):
     """diffusion-tau-mem's pipeline on tiny training sets (its quick form takes minutes; its claims are checked in
     the docs' runs): tau_mem and tau_gen per run, both slope claims and their resolution checks present."""
     sets = ["diffusion-tau-mem.ns=[8,12,16,24]", "diffusion-tau-mem.seeds=2", "diffusion-tau-mem.width=32",
-            "diffusion-tau-mem.probes=8", "diffusion-tau-mem.held_out=200", "diffusion-tau-mem.sample_steps=3"]
+            "diffusion-tau-mem.probes=8", "diffusion-tau-mem.held_out=200", "diffusion-tau-mem.sample_steps=3",
+            "diffusion-tau-mem.forecast=1", "diffusion-tau-mem.batches=[16,32]", "diffusion-tau-mem.lr=0.003"]
     summary = run_suite(["diffusion-tau-mem"], tmp_path / "run", quick=False, sets=sets, seed=7)
     assert not summary.errors
     res = json.loads((tmp_path / "run/diffusion-tau-mem/results.json").read_text())
     ids = {c["id"] for c in res["claims"]}
-    assert {"tau-mem-slope", "tau-gen-slope", "resolution@time=tau_mem", "resolution@time=tau_gen"} <= ids, ids
+    assert {"tau-mem-slope", "tau-gen-slope", "resolution@time=tau_mem", "resolution@time=tau_gen",
+            "forecast@B=16,n=24", "forecast@B=32,n=24"} <= ids, ids
     s = res["summary"]
     assert s["slope_mem_se"] > 0 and len(s["local_slopes"]) == 3
+    # each forecast was on disk before the runs it forecasts started, and a rerun keeps that record
+    record = json.loads((tmp_path / "run/diffusion-tau-mem/forecast.json").read_text())
+    tau = pd.read_parquet(tmp_path / "run/diffusion-tau-mem/tables/tau.parquet")
+    for B in (16, 32):
+        fc = record[f"B={B}"]
+        assert fc["fit_ns"] == [8, 12, 16] and fc["forecasts"][0]["n"] == 24 and fc["forecasts"][0]["se"] > 0
+        assert fc["made_unix"] < tau[(tau["B"] == B) & (tau["n"] == 24)]["started"].min()
+        assert fc["made_unix"] > tau[(tau["B"] == B) & (tau["n"] == 16)]["started"].max()
+    assert all(p["in_advance"] for p in s["predictions"]) and len(s["predictions"]) == 2
+    report = (tmp_path / "run/report.html").read_text()
+    assert "Predictions made in advance" in report and "tau_mem (steps) at n = 24, batch 32" in report
+    (tmp_path / "run/diffusion-tau-mem/results.json").unlink()
+    run_suite(["diffusion-tau-mem"], tmp_path / "run", quick=False, sets=sets, seed=7)  # the cells are reused
+    assert json.loads((tmp_path / "run/diffusion-tau-mem/forecast.json").read_text()) == record
+    batches = pd.read_parquet(tmp_path / "run/diffusion-tau-mem/tables/batches.parquet")
+    assert len(batches) == 4 and np.allclose(batches["ratio_epochs"], 2 * batches["ratio_steps"])
     for t in res["tables"]:
         assert len(pd.read_parquet(tmp_path / "run" / t)) >= 4
     rows = [r["prediction"] for r in comparisons(summary.claims, {"diffusion-tau-mem": s})]

@@ -91,6 +91,29 @@ def _theory_vs_practice(claims: list, summaries: dict) -> str:
     return "".join(out)
 
 
+def _predictions_in_advance(summaries: dict) -> str:
+    """Every forecast an experiment wrote down before it measured the quantity (its summary's ``predictions``:
+    id, what, made, made_after, in_advance, forecast, forecast_se, measured, measured_se, z, holds)."""
+    rows = [(name, p) for name, s in summaries.items() for p in s.get("predictions", [])]
+    if not rows:
+        return ""
+    out = ["<h2>Predictions made in advance</h2><p>Each forecast was written to the run directory before the "
+           "training runs it forecasts started (the time and the runs it rests on are given); then those runs "
+           "measured the quantity. z = (measured - forecast) / sqrt(se_forecast^2 + se_measured^2); a forecast holds "
+           "when |z| &le; 4.</p><table><tr><th class='name'>experiment</th><th class='name'>forecast of</th>"
+           "<th class='name'>made</th><th>forecast</th><th>measured</th><th>z</th><th>verdict</th></tr>"]
+    for name, p in rows:
+        made = html.escape(f"{p['made']}, after {p['made_after']}") + ("" if p["in_advance"] else
+                                                          " <span class='bad'>(after the runs started)</span>")
+        z = "" if p.get("z") is None else f"{p['z']:+.2f}"
+        out.append(f"<tr><td class='name'>{html.escape(name)}</td><td class='name'>{html.escape(p['what'])}</td>"
+                   f"<td class='name'>{made}</td><td>{_num(p['forecast'])} &plusmn; {_num(p['forecast_se'])}</td>"
+                   f"<td>{_num(p['measured'])} &plusmn; {_num(p['measured_se'])}</td><td>{z}</td>"
+                   f"<td>{_verdict({'holds': p['holds'], 'finding': True})}</td></tr>")
+    out.append("</table>")
+    return "".join(out)
+
+
 def write_report(run_dir) -> Path:
     """Write ``report.html`` in ``run_dir`` from its results.json files; return its path."""
     store = RunStore(run_dir)
@@ -145,6 +168,7 @@ def write_report(run_dir) -> Path:
                          f"<figcaption>{html.escape(f['caption'])}</figcaption></figure>")
         parts.append(_claims_table(claims))
     parts.append(_theory_vs_practice(res["claims"], summaries))
+    parts.append(_predictions_in_advance(summaries))
     parts.append("<h2>Configuration</h2><pre>" + html.escape(json.dumps(cfg, indent=2)) + "</pre>")
     parts.append("<h2>Versions and timings</h2><pre>" +
                  html.escape(json.dumps({"versions": res["versions"], "seconds": res["timings"]}, indent=2)) +

@@ -18,6 +18,23 @@ threshold and the samples have reached the quality level below:
   which the samples' mean top-class probability reaches (1 - ``quality_margin``) times that of
   the real digits the model trains on.
 
+Forecasts made in advance. The runs at the ``forecast`` largest n are trained last: before the first of
+them starts, tau_mem = t0 + c n (Bonnaire et al.'s growth in proportion to n after an n-independent onset
+t0; weighted least squares for a constant relative scatter) is fitted to the runs at the smaller n, and
+its value at each larger n, with an error from a bootstrap over those runs, is written to
+``diffusion-tau-mem/forecast.json`` in the run directory with the time it was made. A rerun keeps that
+record (with its time) while the code is the same; each run stores when it started, so the claim's
+detail says whether the forecast is older than every run it forecasts. Claims (two-sided: the forecast
+says equal) compare each forecast with the mean tau_mem of the runs at that n, error budget the
+forecast's bootstrap error and the runs' standard error.
+
+Batch size. Each batch size in ``batches`` trains its own runs with the same seeds (the same digits,
+initial weights and probes: paired runs), and tau_mem is reported in steps and in epochs (steps x B / n,
+the expected passes over the data; batches are drawn with replacement). If the onset counts updates,
+tau_mem in steps does not change with B; if it counts passes over the data, tau_mem in epochs does not.
+The ratios to the first batch size, with bootstrap errors over seeds, are reported (table ``batches``),
+not claimed: the theory of this package speaks of SGD's temperature, not of Adam's onset.
+
 Measured as the protocol asks (:mod:`memdyn.protocol`): ``seeds`` >= 5 independent runs per n
 (own digits, weights, batches, probes); slopes from least squares of ln tau against ln n over all
 runs, one point per run, with standard errors from a bootstrap over runs (resampled within each n,
@@ -46,6 +63,7 @@ slope below 1 with a positive onset is a finding about the small model, stated w
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pandas as pd
@@ -65,7 +83,7 @@ BOOT = 1000  # bootstrap draws over runs
 class DiffusionTauMemConfig(ExperimentConfig):
     dataset: str = Field("mnist5k-14", pattern="^(mnist5k|mnist5k-14|mnist5k-7|digits8)$",
                          description="image dataset")
-    ns: list[int] = Field([16, 32, 64, 128, 256], min_length=4, max_length=8,
+    ns: list[int] = Field([16, 32, 64, 128, 256, 512], min_length=4, max_length=8,
                           description="training-set sizes n (at least 4, increasing, each >= 8)")
     seeds: int = Field(8, ge=2, le=40, description=(
         f"training runs per n (different subsets, weights, batches; the protocol asks for >= {MIN_RUNS})"))
@@ -74,7 +92,12 @@ class DiffusionTauMemConfig(ExperimentConfig):
         "them: its slopes are reported, not claimed)"))
     width: int = Field(256, ge=16, le=2048, description="MLP width")
     lr: float = Field(1e-3, gt=0, le=0.1, description="constant Adam learning rate")
-    batch: int = Field(64, ge=1, le=4096, description="batch size")
+    batches: list[int] = Field([64, 128], min_length=1, max_length=3, description=(
+        "batch sizes (distinct); each trains its own runs (the same seeds: same digits, weights and probes); the first "
+        "makes the slope claims, each one its forecasts"))
+    forecast: int = Field(2, ge=0, le=3, description=(
+        "how many of the largest n are forecast from a fit on the others, written to the run directory before they "
+        "are trained (0: none)"))
     probes: int = Field(32, ge=8, le=1024, description="probes of the monitor")
     sample_steps: int = Field(10, ge=2, le=1000, description="DDIM steps per sample")
     threshold: float = Field(0.5, gt=0, lt=1, description="f_mem that marks tau_mem")
@@ -107,40 +130,39 @@ class DiffusionTauMem(Experiment):
                   "does not depend on n (slope 0).")
     summary = "MLP denoiser on n MNIST digits: tau_mem vs n (slope 1) and tau_gen vs n (slope 0)"
     Config = DiffusionTauMemConfig
-    quick = {"ns": [8, 16, 32, 64], "seeds": MIN_RUNS, "width": 128, "probes": 16, "slope_test": False}
+    quick = {"ns": [8, 16, 32, 64], "seeds": MIN_RUNS, "width": 128, "probes": 16, "slope_test": False, "forecast": 1,
+             "batches": [64]}
     sample_keys = ("seeds",)
     suite_form = "quick"  # the full form trains for minutes; the default suite runs the quick one (under a minute)
 
     def check(self, cfg):
         if any(n < 8 for n in cfg.ns) or any(b <= a for a, b in zip(cfg.ns, cfg.ns[1:])):
             raise ConfigError(f"invalid value for diffusion-tau-mem.ns={cfg.ns}: increasing, each >= 8")
+        if len(cfg.ns) - cfg.forecast < 3:
+            raise ConfigError(f"invalid value for diffusion-tau-mem.forecast={cfg.forecast}: the forecast's fit needs "
+                              f"at least 3 smaller n, and ns has {len(cfg.ns)}")
+        if len(set(cfg.batches)) != len(cfg.batches) or min(cfg.batches) < 1:
+            raise ConfigError(f"invalid value for diffusion-tau-mem.batches={cfg.batches}: distinct sizes >= 1")
 
     def run(self, cfg, ctx: Context) -> Outcome:
-        rows = []
-        curves = {}
-        for n in cfg.ns:
-            for s in range(cfg.seeds):
-                r = ctx.cell(f"n={n}_seed={s}", lambda n=n, s=s: _train_one(cfg, n, ctx.seed_for("run", n, s) % 2**31))
-                level = (1 - cfg.quality_margin) * r["baseline"]
-                times = {}
-                for k, every in (("", 1), ("_coarse", 2)):  # every checkpoint, and every second one
-                    times["tau_mem" + k] = _crossing(r["steps"][::every], r["f_mem"][::every], cfg.threshold, True)
-                    times["tau_gen" + k] = _crossing(r["steps"][::every], r["quality"][::every], level, True)
-                rows.append({"n": n, "seed": s, **times, "steps_run": int(r["steps"][-1])})
-                curves[(n, s)] = r
+        fit_ns, new_ns = cfg.ns[:len(cfg.ns) - cfg.forecast], cfg.ns[len(cfg.ns) - cfg.forecast:]
+        rows, curves, forecasts = [], {}, {}
+        for B in cfg.batches:
+            for group in (fit_ns, new_ns):
+                if group is new_ns and new_ns:  # the forecast is on disk before the first of these runs starts
+                    fit = pd.DataFrame([r for r in rows if r["B"] == B])
+                    _require_times(cfg, fit)
+                    forecasts[B] = _forecast(cfg, ctx, B, fit, new_ns)
+                for n in group:
+                    for s in range(cfg.seeds):
+                        r = ctx.cell(f"B={B}_n={n}_seed={s}", lambda B=B, n=n, s=s: _train_one(
+                            cfg, n, B, ctx.seed_for("run", n, s) % 2**31))
+                        rows.append(_times(cfg, r, B, n, s))
+                        curves[(B, n, s)] = r
         df = pd.DataFrame(rows)
-        missing = df[df.drop(columns=["n", "seed", "steps_run"]).isna().any(axis=1)]
-        if len(missing):
-            bad = ", ".join(f"n={r.n} seed={r.seed}" for r in missing.itertuples())
-            raise ExperimentError(f"diffusion-tau-mem: f_mem never reached {cfg.threshold} (or samples never reached "
-                                  f"the quality level) within budget_per_item * n + 1000 steps for {bad}; raise "
-                                  "budget_per_item or lr")
-        early = df[(df.drop(columns=["n", "seed", "steps_run"]) <= 0).any(axis=1)]
-        if len(early):
-            bad = ", ".join(f"n={r.n} seed={r.seed}" for r in early.itertuples())
-            raise ExperimentError(f"diffusion-tau-mem: f_mem or the quality level was already reached at step 0 for "
-                                  f"{bad}: there is no onset to time; raise threshold (now "
-                                  f"{cfg.threshold}) or lower quality_margin (now {cfg.quality_margin})")
+        _require_times(cfg, df)
+        predictions, claims = _forecast_claims(cfg, df, forecasts)
+        tau_all, df = df, df[df["B"] == cfg.batches[0]].reset_index(drop=True)  # the slopes: the first batch size
         x = np.log(df["n"].to_numpy(dtype=float))
         ys = {k: np.log(df[k].to_numpy()) for k in ("tau_mem", "tau_gen")}
         ys2 = {k: np.log(df[k + "_coarse"].to_numpy()) for k in ("tau_mem", "tau_gen")}
@@ -154,7 +176,7 @@ class DiffusionTauMem(Experiment):
             xc = xb - xb.mean(axis=-1, keepdims=True)
             return (xc * (y - y.mean(axis=-1, keepdims=True))).sum(-1) / (xc * xc).sum(-1)
 
-        fits, claims, res = {}, [], {}
+        fits, res = {}, {}
         for key in ("tau_mem", "tau_gen"):
             b, a = np.polyfit(x, ys[key], 1)
             resid = ys[key] - (a + b * x)
@@ -178,7 +200,7 @@ class DiffusionTauMem(Experiment):
                 f"slopes between neighbouring n: {', '.join(f'{v:.2f}' for v in local)}")
         base = (f"{cfg.seeds} runs per n, one point each; least squares over runs, se from a bootstrap over runs "
                 "within each n; two-sided")
-        claims = [] if not cfg.slope_test else [
+        claims += [] if not cfg.slope_test else [
             claim("tau-mem-slope", "slope of ln tau_mem against ln n (Bonnaire et al.: tau_mem ~ n, slope 1)", 1.0, sm,
                   sm_se, finding=True, detail=(f"{base}; tau_mem where f_mem crosses {cfg.threshold}; detects a slope "
                                                f"off 1 by {detectable(sm_se):.2g} with 95 % power; {form}")),
@@ -198,11 +220,137 @@ class DiffusionTauMem(Experiment):
                                f"{sg:.3f} +- {sg_se:.2g} (law: 0); {form}")}
         if cfg.slope_test:
             summary["slope_test"] = True
+        per_batch, batch_verdict = _batch_table(cfg, tau_all, ctx.seed_for("bootstrap", "batches"))
+        if batch_verdict:
+            summary["batches"] = batch_verdict
+        if predictions:
+            summary["predictions"] = predictions
+            summary["verdict"] += "; " + "; ".join(p["verdict"] for p in predictions)
         se = {"tau_mem": sm_se, "tau_gen": sg_se}
-        return Outcome(claims, {"tau": df}, [_figure(cfg, df, fits, se, curves, onset)], summary)
+        tables = {"tau": tau_all, **({"batches": per_batch} if len(per_batch) else {})}
+        return Outcome(claims, tables, [_figure(cfg, df, fits, se, curves, onset, tau_all, forecasts)], summary)
 
 
-def _train_one(cfg, n: int, seed: int) -> dict:
+def _times(cfg, r: dict, B: int, n: int, s: int) -> dict:
+    """tau_mem and tau_gen of one run, from every checkpoint and from every second one; tau_mem also in epochs."""
+    level = (1 - cfg.quality_margin) * r["baseline"]
+    times = {}
+    for k, every in (("", 1), ("_coarse", 2)):  # every checkpoint, and every second one
+        times["tau_mem" + k] = _crossing(r["steps"][::every], r["f_mem"][::every], cfg.threshold, True)
+        times["tau_gen" + k] = _crossing(r["steps"][::every], r["quality"][::every], level, True)
+    return {"B": B, "n": n, "seed": s, **times, "tau_mem_epochs": times["tau_mem"] * B / n,
+            "steps_run": int(r["steps"][-1]), "started": float(r["started"])}
+
+
+def _require_times(cfg, df: pd.DataFrame) -> None:
+    times = df[["tau_mem", "tau_gen", "tau_mem_coarse", "tau_gen_coarse"]]
+    for bad, why in ((times.isna().any(axis=1), f"f_mem never reached {cfg.threshold} (or samples never reached the "
+                                                "quality level) within budget_per_item * n + 1000 steps for {runs}; "
+                                                "raise budget_per_item or lr"),
+                     ((times <= 0).any(axis=1), "f_mem or the quality level was already reached at step 0 for {runs}: "
+                                                f"there is no onset to time; raise threshold (now {cfg.threshold}) or "
+                                                f"lower quality_margin (now {cfg.quality_margin})")):
+        if bad.any():
+            runs = ", ".join(f"B={r.B} n={r.n} seed={r.seed}" for r in df[bad].itertuples())
+            raise ExperimentError("diffusion-tau-mem: " + why.format(runs=runs))
+
+
+def _onset_line(n: np.ndarray, tau: np.ndarray) -> tuple[float, float]:
+    """(t0, c) of tau = t0 + c n, weighted least squares for a constant relative scatter (each run weighted by
+    1 / (mean tau at its n)^2, as :func:`memdyn.stats.replicated_line_fit`); vectorised over rows of ``tau``."""
+    levels, idx = np.unique(n, return_inverse=True)
+    means = np.stack([tau[..., idx == k].mean(-1) for k in range(levels.size)], -1)
+    w = 1.0 / means[..., idx] ** 2
+    sw, swx, swy = w.sum(-1), (w * n).sum(-1), (w * tau).sum(-1)
+    swxx, swxy = (w * n * n).sum(-1), (w * n * tau).sum(-1)
+    c = (sw * swxy - swx * swy) / (sw * swxx - swx**2)
+    return (swy - c * swx) / sw, c
+
+
+def _forecast(cfg, ctx: Context, B: int, fit: pd.DataFrame, new_ns: list[int]) -> dict:
+    """tau_mem at ``new_ns`` from tau = t0 + c n fitted on the runs ``fit`` (batch size B), with its error from a
+    bootstrap over those runs (resampled within each n); written to ``forecast.json`` in the run directory unless
+    the same forecast of the same code is there (then that record, with its time, is kept)."""
+    n, tau = fit["n"].to_numpy(dtype=float), fit["tau_mem"].to_numpy()
+    line = replicated_line_fit(n, tau)
+    rng = np.random.default_rng(ctx.seed_for("forecast", B))
+    groups = [np.flatnonzero(n == v) for v in np.unique(n)]
+    pick = np.concatenate([g[rng.integers(0, g.size, (BOOT, g.size))] for g in groups], axis=1)
+    t0b, cb = _onset_line(n[pick[0]], tau[pick])  # resampling within n keeps each run's n in its column
+    inflate = math.sqrt(cfg.seeds / (cfg.seeds - 1))  # a bootstrap of g runs per n: variance (g - 1) / g
+    t0, c = _onset_line(n, tau)
+    out = {"B": B, "fit_ns": sorted({int(v) for v in n}), "runs": int(n.size), "t0": float(t0), "c": float(c),
+           "lack_of_fit_p": line.p_value, "code": ctx.code,
+           "forecasts": [{"n": int(m), "tau_mem": float(t0 + c * m),
+                          "se": inflate * float(np.std(t0b + cb * m, ddof=1))} for m in new_ns]}
+    rel = f"{ctx.experiment}/forecast.json"
+    record = ctx.store.read_json(rel) or {}
+    old = record.get(f"B={B}")
+    same = old is not None and old.get("code") == ctx.code and all(
+        math.isclose(a["tau_mem"], b["tau_mem"], rel_tol=1e-9) for a, b in zip(old["forecasts"], out["forecasts"]))
+    if same:
+        return old
+    now = time.time()
+    out.update(made=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now)), made_unix=now)
+    ctx.store.write_json(rel, {**record, f"B={B}": out})
+    return out
+
+
+def _forecast_claims(cfg, df: pd.DataFrame, forecasts: dict) -> tuple[list[dict], list]:
+    """Each forecast beside the mean tau_mem its runs measured (two-sided: the forecast says equal)."""
+    predictions, claims = [], []
+    for B, fc in forecasts.items():
+        for f in fc["forecasts"]:
+            runs = df[(df["B"] == B) & (df["n"] == f["n"])]
+            mean, se = float(runs["tau_mem"].mean()), float(runs["tau_mem"].std(ddof=1) / math.sqrt(len(runs)))
+            first = float(runs["started"].min())
+            ahead = fc["made_unix"] < first
+            when = (f"written to forecast.json at {fc['made']} after the {fc['runs']} runs at n = "
+                    f"{', '.join(map(str, fc['fit_ns']))}, " + ("before" if ahead else "AFTER") +
+                    f" the first run at n = {f['n']} started")
+            c = claim(f"forecast@B={B},n={f['n']}", f"tau_mem at n = {f['n']}, batch {B}, forecast before training",
+                      f["tau_mem"], mean, se, predicted_se=f["se"], finding=True,
+                      detail=(f"forecast tau_mem = t0 + c n = {fc['t0']:.0f} + {fc['c']:.2f} n (weighted least squares "
+                              f"on n = {', '.join(map(str, fc['fit_ns']))}; lack-of-fit p = {fc['lack_of_fit_p']:.2g}), "
+                              f"error from a bootstrap over those runs; measured: mean of {len(runs)} runs; two-sided; "
+                              f"detects a difference of {detectable(math.hypot(se, f['se'])):.3g} steps with 95 % "
+                              f"power; {when}"))
+            claims.append(c)
+            predictions.append({"id": c.id, "what": f"tau_mem (steps) at n = {f['n']}, batch {B}",
+                                "made": fc["made"], "made_after": f"{fc['runs']} runs at n <= {max(fc['fit_ns'])}",
+                                "in_advance": bool(ahead), "forecast": f["tau_mem"], "forecast_se": f["se"],
+                                "measured": mean, "measured_se": se, "z": c.z, "holds": c.holds,
+                                "verdict": (f"tau_mem at n = {f['n']} (B = {B}) forecast {f['tau_mem']:.0f} +- "
+                                            f"{f['se']:.0f}, measured {mean:.0f} +- {se:.0f} (z {c.z:+.1f})")})
+    return predictions, claims
+
+
+def _batch_table(cfg, df: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, str]:
+    """Per n, mean tau_mem at each batch size in steps and in epochs (steps B / n), and the ratio of each batch
+    size's to the first's, paired by seed (the same digits, weights and probes), with bootstrap errors over seeds.
+    A ratio near 1 in steps says the onset counts updates; near 1 in epochs, passes over the data."""
+    if len(cfg.batches) < 2:
+        return pd.DataFrame(), ""
+    rng = np.random.default_rng(seed)
+    B0, rows = cfg.batches[0], []
+    for n in cfg.ns:
+        base = df[(df["B"] == B0) & (df["n"] == n)].sort_values("seed")["tau_mem"].to_numpy()
+        pick = rng.integers(0, base.size, (BOOT, base.size))
+        for B in cfg.batches[1:]:
+            other = df[(df["B"] == B) & (df["n"] == n)].sort_values("seed")["tau_mem"].to_numpy()
+            r, rb = other.mean() / base.mean(), other[pick].mean(1) / base[pick].mean(1)
+            se = math.sqrt(base.size / (base.size - 1)) * float(np.std(rb, ddof=1))
+            rows.append({"n": n, "B": B, "B0": B0, "tau_mem": other.mean(), "tau_mem_B0": base.mean(),
+                         "ratio_steps": r, "ratio_steps_se": se, "ratio_epochs": r * B / B0,
+                         "ratio_epochs_se": se * B / B0})
+    t = pd.DataFrame(rows)
+    verdict = "; ".join(f"B = {B} against {B0}: tau_mem in steps x {g['ratio_steps'].mean():.2f}, in epochs x "
+                        f"{g['ratio_epochs'].mean():.2f} (mean over n; per n in the batches table)"
+                        for B, g in t.groupby("B"))
+    return t, verdict
+
+
+def _train_one(cfg, n: int, B: int, seed: int) -> dict:
     from ..diffusion import NoiseSchedule, ResidualMLP, ddim_sampler, load_dataset, train
     from ..diffusion.models import seeded
     from ..diffusion.quality import fit_classifier
@@ -230,24 +378,26 @@ def _train_one(cfg, n: int, seed: int) -> dict:
             (1 - cfg.quality_margin) * baseline)
         return step % (2 * every) == 0 and good and mon.last >= cfg.threshold
 
-    train(model, data.train, steps=budget, lr=cfg.lr, schedule=schedule, batch_size=cfg.batch, seed=seed,
+    started = time.time()  # when this run began: a forecast of it must be older
+    train(model, data.train, steps=budget, lr=cfg.lr, schedule=schedule, batch_size=B, seed=seed,
           monitor=mon, progress=False, until=reached)
     fm = mon.f_mem(n_boot=2)
     quality[0] = float(clf.confidence(mon.samples[0]).mean())  # before the first step, outside `until`
     return {"steps": fm["step"].to_numpy(), "f_mem": fm["f_mem"].to_numpy(),
-            "quality": np.array([quality[int(s)] for s in fm["step"]]), "baseline": baseline}
+            "quality": np.array([quality[int(s)] for s in fm["step"]]), "baseline": baseline, "started": started}
 
 
-def _figure(cfg, df, fits, se, curves, onset) -> Figure:
-    fig = MplFigure(figsize=(13, 4))
-    ax1, ax2, ax3 = fig.subplots(1, 3)
+def _figure(cfg, df, fits, se, curves, onset, tau_all, forecasts) -> Figure:
+    fig = MplFigure(figsize=(18, 4.2), layout="constrained")
+    ax1, ax2, ax3, ax4 = fig.subplots(1, 4)
+    B0 = cfg.batches[0]
     for j, n in enumerate(cfg.ns):
         for s in range(cfg.seeds):
-            r = curves[(n, s)]
+            r = curves[(B0, n, s)]
             ax1.plot(r["steps"], r["f_mem"], color=f"C{j}", lw=1, alpha=0.8, label=f"n = {n}" if s == 0 else None)
             ax3.plot(r["steps"], r["quality"] / r["baseline"], color=f"C{j}", lw=1, alpha=0.8)
     ax1.axhline(cfg.threshold, color="k", ls=":", lw=1)
-    ax1.set(xscale="log", xlabel="training step", ylabel="f_mem", title="Memorized share of probes")
+    ax1.set(xscale="log", xlabel="training step", ylabel="f_mem", title=f"f_mem over training (B = {B0})")
     ax1.legend(fontsize=8)
     ns = np.array(cfg.ns, dtype=float)
     for key, c, lab in (("tau_mem", "C3", "tau_mem"), ("tau_gen", "C0", "tau_gen")):
@@ -258,20 +408,37 @@ def _figure(cfg, df, fits, se, curves, onset) -> Figure:
     ax2.plot(ns, np.exp(fm.intercept + fm.slope * np.log(ns[0])) * ns / ns[0], "k--", lw=1, label="slope 1")
     fine = np.geomspace(ns[0], ns[-1], 60)
     ax2.plot(fine, onset(fine), "k:", lw=1, label=f"onset + linear: {onset.intercept:.0f} + {onset.slope:.1f} n")
-    ax2.set(xscale="log", yscale="log", xlabel="training-set size n", ylabel="training steps",
-            title="tau_mem and tau_gen against n")
-    ax2.set_xticks(ns, [f"{v:g}" for v in ns])
-    ax2.xaxis.set_minor_locator(NullLocator())
+    for ax in (ax2, ax4):
+        ax.set_xscale("log")
+        ax.set_xticks(ns, [f"{v:g}" for v in ns])
+        ax.xaxis.set_minor_locator(NullLocator())
+    ax2.set(yscale="log", xlabel="training-set size n", ylabel="training steps",
+            title=f"tau_mem and tau_gen (B = {B0})")
     ax2.legend(fontsize=8)
     ax3.axhline(1 - cfg.quality_margin, color="k", ls=":", lw=1)
     ax3.set(xscale="log", xlabel="training step", ylabel="classifier confidence / training digits'",
-            title="Sample quality (tau_gen at the dotted line)")
+            title="Sample quality (tau_gen: dotted line)")
+    for j, (B, g) in enumerate(tau_all.groupby("B", sort=False)):
+        m = g.groupby("n")["tau_mem"]
+        ax4.errorbar(m.mean().index, m.mean(), 2 * m.sem(), fmt="o-", color=f"C{j}", ms=4, capsize=2,
+                     label=f"measured, B = {B}")
+        fc = forecasts.get(B)
+        if fc:
+            nf = np.array([f["n"] for f in fc["forecasts"]], dtype=float)
+            line = np.geomspace(ns[0], ns[-1], 60)
+            ax4.plot(line, fc["t0"] + fc["c"] * line, ":", color=f"C{j}", lw=1)
+            ax4.errorbar(nf * 1.04, [f["tau_mem"] for f in fc["forecasts"]], [2 * f["se"] for f in fc["forecasts"]],
+                         fmt="s", mfc="none", color=f"C{j}", capsize=3, label=f"forecast in advance, B = {B}")
+    ax4.set(yscale="log", xlabel="training-set size n", ylabel="tau_mem (training steps)",
+            title="Forecasts made before training")
+    ax4.legend(fontsize=8)
     caption = (f"Residual MLP (width {cfg.width}, x0 prediction, Adam at lr {cfg.lr:g}) on n real MNIST digits "
                f"({cfg.dataset}), {cfg.seeds} runs per n, stopped when f_mem reaches {cfg.threshold} and the samples "
-               "have reached the quality level. Left: f_mem over "
-               "training. Middle: tau_mem and tau_gen with their least-squares power laws (the legend's error is "
-               "the claims', from the bootstrap over runs) beside slope 1 and the line "
-               "t0 + c n (an n-independent onset plus Bonnaire et al.'s growth in proportion to n). Right: how "
-               "confidently a classifier trained on held-out digits recognises the samples, relative to the training "
-               "digits.")
+               f"have reached the quality level. Left: f_mem over training at batch {B0}. Second: tau_mem and tau_gen "
+               "with their least-squares power laws (the legend's error is the claims', from the bootstrap over "
+               "runs) beside slope 1 and the line t0 + c n (an n-independent onset plus Bonnaire et al.'s growth in "
+               "proportion to n). Third: how confidently a classifier trained on held-out digits recognises the "
+               "samples, relative to the training digits. Right: mean tau_mem per n at each batch size (+- 2 se over "
+               "runs) and, as open squares, the forecasts for the largest n made from the smaller n before those "
+               "runs started (+- 2 se), on the dotted line t0 + c n fitted to the smaller n.")
     return Figure("diffusion-tau-mem", fig, caption)
