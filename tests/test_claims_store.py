@@ -280,6 +280,30 @@ def test_theory_vs_practice_verdicts():
     assert row["verdict"] == "agrees in direction, not in form" and row["how"] == "line misfit"
 
 
+def test_theory_vs_practice_rows_for_forecasts_and_the_independent_barrier():
+    """The forecast row takes every forecast claim and shows a failing one; the kinetic rows appear only when the
+    kinetic model was trusted (its claims made), and then need their claims."""
+    from memdyn.practice import comparisons
+
+    claims = [_c("diffusion-tau-mem", "forecast@B=64,n=256"), _c("diffusion-tau-mem", "forecast@B=64,n=512",
+                                                                 holds=False, z=4.5),
+              _c("diffusion-temperature", "kinetic-barrier@opt=sgd"),
+              _c("diffusion-temperature", "kinetic@opt=sgd,lr=0.02,B=8"),
+              _c("memorization", "arrhenius-slope"), _c("diffusion-temperature", "direction@opt=sgd"),
+              _c("diffusion-temperature", "resolution@opt=sgd"), _c("diffusion-temperature", "collapse@opt=sgd,x=800,lr=0.02")]
+    rows = {r["prediction"][:20]: r for r in comparisons(claims, {
+        "diffusion-tau-mem": {"predictions": []}, "diffusion-temperature": {"kinetic_trusted": True,
+                                                                          "kinetic_predicted": True}})}
+    fc = rows["Forecast before trai"]
+    assert fc["verdict"] == "disagrees" and len(fc["real"]) == 2 and "z = +4.50" in fc["how"]
+    assert rows["A barrier measured w"]["verdict"] == "agrees" and rows["A barrier measured w"]["stylized"]
+    assert rows["The kinetic model fi"]["verdict"] == "agrees"
+    untrusted = comparisons(claims[:2], {"diffusion-tau-mem": {"predictions": []}, "diffusion-temperature": {}})
+    assert [r["prediction"][:20] for r in untrusted] == ["Forecast before trai"]
+    with pytest.raises(ValueError, match="kinetic-barrier"):
+        comparisons(claims[:2] + claims[5:], {"diffusion-temperature": {"kinetic_trusted": True}})
+
+
 def test_theory_vs_practice_pairs_claims_by_id_and_fails_loudly_without_one():
     """Rewording a claim's text changes nothing; a needed id that is missing raises; both halves of a row
     (the accumulate claim beside the mixed one) are checked."""

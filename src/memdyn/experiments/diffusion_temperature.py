@@ -172,6 +172,10 @@ class DiffusionTemperature(Experiment):
             summary[opt] = s
         sgd_rows = [r for r in rows if r["optimizer"] == "sgd"]
         kc, summary["kinetic"], kin_tab, model = _kinetic(cfg, ctx, sgd_rows, coordinate, (lr0, b0), summary["sgd"])
+        if summary["kinetic"]["trusted"]:  # its claims are made: Theory vs practice shows them
+            summary["kinetic_trusted"] = True
+        if any(c.id.startswith("kinetic@") for c in kc):
+            summary["kinetic_predicted"] = True
         claims += kc
         tab = nullable(pd.DataFrame(rows))
         summary["verdict"] = " ".join(summary[o]["verdict"] + "." for o in (*opts, "kinetic"))
