@@ -292,14 +292,15 @@ def test_theory_vs_practice_rows_for_forecasts_and_the_independent_barrier():
               _c("memorization", "arrhenius-slope"), _c("diffusion-temperature", "direction@opt=sgd"),
               _c("diffusion-temperature", "resolution@opt=sgd"), _c("diffusion-temperature", "collapse@opt=sgd,x=800,lr=0.02")]
     rows = {r["prediction"][:20]: r for r in comparisons(claims, {
-        "diffusion-tau-mem": {"predictions": []}, "diffusion-temperature": {"kinetic_trusted": True,
+        "diffusion-tau-mem": {"forecasts_in_advance": True}, "diffusion-temperature": {"kinetic_trusted": True,
                                                                           "kinetic_predicted": True}})}
     fc = rows["Forecast before trai"]
     assert fc["verdict"] == "disagrees" and len(fc["real"]) == 2 and "z = +4.50" in fc["how"]
     assert rows["A barrier measured w"]["verdict"] == "agrees" and rows["A barrier measured w"]["stylized"]
     assert rows["The kinetic model fi"]["verdict"] == "agrees"
-    untrusted = comparisons(claims[:2], {"diffusion-tau-mem": {"predictions": []}, "diffusion-temperature": {}})
+    untrusted = comparisons(claims[:2], {"diffusion-tau-mem": {"forecasts_in_advance": True}, "diffusion-temperature": {}})
     assert [r["prediction"][:20] for r in untrusted] == ["Forecast before trai"]
+    assert comparisons(claims[:2], {"diffusion-tau-mem": {"predictions": []}}) == []  # not made in advance: no row
     with pytest.raises(ValueError, match="kinetic-barrier"):
         comparisons(claims[:2] + claims[5:], {"diffusion-temperature": {"kinetic_trusted": True}})
 

@@ -133,12 +133,20 @@ def test_diffusion_tau_mem_runs_end_to_end_at_a_tiny_size(tmp_path):
         assert fc["fit_ns"] == [8, 12, 16] and fc["forecasts"][0]["n"] == 24 and fc["forecasts"][0]["se"] > 0
         assert fc["made_unix"] < tau[(tau["B"] == B) & (tau["n"] == 24)]["started"].min()
         assert fc["made_unix"] > tau[(tau["B"] == B) & (tau["n"] == 16)]["started"].max()
-    assert all(p["in_advance"] for p in s["predictions"]) and len(s["predictions"]) == 2
+    assert all(p["in_advance"] for p in s["predictions"]) and len(s["predictions"]) == 2 and s["forecasts_in_advance"]
     report = (tmp_path / "run/report.html").read_text()
     assert "Predictions made in advance" in report and "tau_mem (steps) at n = 24, batch 32" in report
     (tmp_path / "run/diffusion-tau-mem/results.json").unlink()
     run_suite(["diffusion-tau-mem"], tmp_path / "run", quick=False, sets=sets, seed=7)  # the cells are reused
     assert json.loads((tmp_path / "run/diffusion-tau-mem/forecast.json").read_text()) == record
+    # a forecast that replaces an earlier one of the same runs (here: edited) is not in advance, and says so
+    record["B=16"]["forecasts"][0]["tau_mem"] += 1.0
+    (tmp_path / "run/diffusion-tau-mem/forecast.json").write_text(json.dumps(record))
+    (tmp_path / "run/diffusion-tau-mem/results.json").unlink()
+    run_suite(["diffusion-tau-mem"], tmp_path / "run", quick=False, sets=sets, seed=7)
+    again = json.loads((tmp_path / "run/diffusion-tau-mem/results.json").read_text())["summary"]
+    assert [p["in_advance"] for p in again["predictions"]] == [False, True] and "forecasts_in_advance" not in again
+    assert len(json.loads((tmp_path / "run/diffusion-tau-mem/forecast.json").read_text())["history"]) == 1
     batches = pd.read_parquet(tmp_path / "run/diffusion-tau-mem/tables/batches.parquet")
     assert len(batches) == 4 and np.allclose(batches["ratio_epochs"], 2 * batches["ratio_steps"])
     for t in res["tables"]:

@@ -100,7 +100,8 @@ COMPARISONS = [
     Comparison("The time at which samples look real does not depend on n (log-log slope of tau_gen 0)",
                None, ("diffusion-tau-mem", ("tau-gen-slope", "resolution@time=tau_gen")), when="slope_test"),
     Comparison("Forecast before training: tau_mem at the largest n, from tau_mem = t0 + c n fitted to the smaller n, "
-               "is what those runs then measure", None, ("diffusion-tau-mem", ("forecast",)), when="predictions"),
+               "is what those runs then measure", None, ("diffusion-tau-mem", ("forecast",)),
+               when="forecasts_in_advance"),
     Comparison("A barrier measured without episode lengths: the kinetic model's quasi-potential U along ln(d1/d2), "
                "fitted at one SGD temperature, has the barrier V of the Arrhenius law of the episode lengths",
                ("memorization", ("arrhenius-slope",)), ("diffusion-temperature", ("kinetic-barrier@opt=sgd",)),

@@ -62,6 +62,7 @@ slope below 1 with a positive onset is a finding about the small model, stated w
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 
@@ -225,6 +226,8 @@ class DiffusionTauMem(Experiment):
             summary["batches"] = batch_verdict
         if predictions:
             summary["predictions"] = predictions
+            if all(p["in_advance"] for p in predictions):  # Theory vs practice shows only forecasts made in advance
+                summary["forecasts_in_advance"] = True
             summary["verdict"] += "; " + "; ".join(p["verdict"] for p in predictions)
         se = {"tau_mem": sm_se, "tau_gen": sg_se}
         tables = {"tau": tau_all, **({"batches": per_batch} if len(per_batch) else {})}
@@ -269,8 +272,11 @@ def _onset_line(n: np.ndarray, tau: np.ndarray) -> tuple[float, float]:
 
 def _forecast(cfg, ctx: Context, B: int, fit: pd.DataFrame, new_ns: list[int]) -> dict:
     """tau_mem at ``new_ns`` from tau = t0 + c n fitted on the runs ``fit`` (batch size B), with its error from a
-    bootstrap over those runs (resampled within each n); written to ``forecast.json`` in the run directory unless
-    the same forecast of the same code is there (then that record, with its time, is kept)."""
+    bootstrap over those runs (resampled within each n), times the lack-of-fit (Birge) ratio when the runs reject
+    the line; written to ``forecast.json`` in the run directory unless the same forecast of the same code is there
+    (then that record, with its time, is kept). A record it replaces (other code, or other runs below) moves to
+    the file's ``history``: the runs it forecast may have been seen, so the new forecast is not in advance
+    (``earlier``)."""
     n, tau = fit["n"].to_numpy(dtype=float), fit["tau_mem"].to_numpy()
     line = replicated_line_fit(n, tau)
     rng = np.random.default_rng(ctx.seed_for("forecast", B))
@@ -278,9 +284,11 @@ def _forecast(cfg, ctx: Context, B: int, fit: pd.DataFrame, new_ns: list[int]) -
     pick = np.concatenate([g[rng.integers(0, g.size, (BOOT, g.size))] for g in groups], axis=1)
     t0b, cb = _onset_line(n[pick[0]], tau[pick])  # resampling within n keeps each run's n in its column
     inflate = math.sqrt(cfg.seeds / (cfg.seeds - 1))  # a bootstrap of g runs per n: variance (g - 1) / g
+    if line.flagged:  # the runs reject the line: its extrapolation is less certain than its parameters' scatter
+        inflate *= line.birge
     t0, c = _onset_line(n, tau)
     out = {"B": B, "fit_ns": sorted({int(v) for v in n}), "runs": int(n.size), "t0": float(t0), "c": float(c),
-           "lack_of_fit_p": line.p_value, "code": ctx.code,
+           "lack_of_fit_p": line.p_value, "misfit": bool(line.flagged), "birge": line.birge, "code": ctx.code,
            "forecasts": [{"n": int(m), "tau_mem": float(t0 + c * m),
                           "se": inflate * float(np.std(t0b + cb * m, ddof=1))} for m in new_ns]}
     rel = f"{ctx.experiment}/forecast.json"
@@ -290,9 +298,11 @@ def _forecast(cfg, ctx: Context, B: int, fit: pd.DataFrame, new_ns: list[int]) -
         math.isclose(a["tau_mem"], b["tau_mem"], rel_tol=1e-9) for a, b in zip(old["forecasts"], out["forecasts"]))
     if same:
         return old
+    history = record.get("history", []) + ([old] if old is not None else [])
     now = time.time()
-    out.update(made=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now)), made_unix=now)
-    ctx.store.write_json(rel, {**record, f"B={B}": out})
+    out.update(made=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now)), made_unix=now,
+               earlier=[h["made"] for h in history if h["B"] == B])
+    ctx.store.write_json(rel, {**record, f"B={B}": out, "history": history})
     return out
 
 
@@ -304,17 +314,23 @@ def _forecast_claims(cfg, df: pd.DataFrame, forecasts: dict) -> tuple[list[dict]
             runs = df[(df["B"] == B) & (df["n"] == f["n"])]
             mean, se = float(runs["tau_mem"].mean()), float(runs["tau_mem"].std(ddof=1) / math.sqrt(len(runs)))
             first = float(runs["started"].min())
-            ahead = fc["made_unix"] < first
+            ahead = fc["made_unix"] < first and not fc.get("earlier")
             when = (f"written to forecast.json at {fc['made']} after the {fc['runs']} runs at n = "
-                    f"{', '.join(map(str, fc['fit_ns']))}, " + ("before" if ahead else "AFTER") +
-                    f" the first run at n = {f['n']} started")
+                    f"{', '.join(map(str, fc['fit_ns']))}, " + ("before" if fc["made_unix"] < first else "AFTER") +
+                    f" the first run at n = {f['n']} started" + (
+                        f"; NOT in advance: an earlier forecast of these runs (made {', '.join(fc['earlier'])}) was "
+                        "replaced, so their outcome may have been seen" if fc.get("earlier") else ""))
             c = claim(f"forecast@B={B},n={f['n']}", f"tau_mem at n = {f['n']}, batch {B}, forecast before training",
                       f["tau_mem"], mean, se, predicted_se=f["se"], finding=True,
                       detail=(f"forecast tau_mem = t0 + c n = {fc['t0']:.0f} + {fc['c']:.2f} n (weighted least squares "
-                              f"on n = {', '.join(map(str, fc['fit_ns']))}; lack-of-fit p = {fc['lack_of_fit_p']:.2g}), "
-                              f"error from a bootstrap over those runs; measured: mean of {len(runs)} runs; two-sided; "
+                              f"on n = {', '.join(map(str, fc['fit_ns']))}; lack-of-fit p = {fc['lack_of_fit_p']:.2g}"
+                              + (f", REJECTED: error times the Birge ratio {fc['birge']:.2g}" if fc.get("misfit") else "")
+                              + f"), error from a bootstrap over those runs; measured: mean of {len(runs)} runs (the "
+                              "batch sizes' runs share seeds: their claims are paired, not independent); two-sided; "
                               f"detects a difference of {detectable(math.hypot(se, f['se'])):.3g} steps with 95 % "
                               f"power; {when}"))
+            if fc.get("misfit"):  # rests on a line the smaller n's runs reject, as the report marks a misfit
+                c = dataclasses.replace(c, flagged=True)
             claims.append(c)
             predictions.append({"id": c.id, "what": f"tau_mem (steps) at n = {f['n']}, batch {B}",
                                 "made": fc["made"], "made_after": f"{fc['runs']} runs at n <= {max(fc['fit_ns'])}",
