@@ -416,3 +416,16 @@ def test_a_table_with_nan_stops_its_experiment_with_a_message_not_a_traceback(tm
     assert not res.all_hold and not list((tmp_path / "D").rglob("*.parquet"))
     summary = json.loads((tmp_path / "D" / "results.json").read_text())
     assert summary["experiments"]["refit"]["status"] == "error"
+
+
+def test_relative_line_coef_fits_each_row_as_the_replicated_fit():
+    from memdyn.stats import relative_line_coef, replicated_line_fit
+
+    rng = np.random.default_rng(5)
+    n = np.repeat([16.0, 32.0, 64.0, 128.0], 4)
+    rows = (300 + 9.0 * n) * (1 + 0.1 * rng.standard_normal((6, n.size)))
+    c0, c1 = relative_line_coef(n, rows)
+    assert c0.shape == c1.shape == (6,)
+    for r, a, b in zip(rows, c0, c1):
+        fit = replicated_line_fit(n, r)
+        assert math.isclose(a, fit.intercept, rel_tol=1e-9) and math.isclose(b, fit.slope, rel_tol=1e-9)

@@ -26,6 +26,7 @@ import numpy as np
 from scipy import stats as _st
 
 __all__ = ["MISFIT_P", "LineFit", "Extrapolation", "ZSummary", "mean_se", "line_fit", "replicated_line_fit",
+           "relative_line_coef",
            "bootstrap_slopes", "extrapolate", "z_summary", "binomial_se", "bootstrap_se", "bootstrap_ci", "clopper_pearson"]
 
 #: a line fit whose chi^2 p-value is below this is flagged as inconsistent with a line
@@ -166,6 +167,20 @@ def line_fit(x, y, se) -> LineFit:
                    birge, flagged)
 
 
+def relative_line_coef(x, y) -> tuple[np.ndarray, np.ndarray]:
+    """(c0, c1) of y = c0 + c1 x by weighted least squares for a constant relative scatter: each point
+    weighted by 1 / (mean y at its x)^2, as in :func:`replicated_line_fit`. Vectorised over the leading
+    axes of ``y`` (..., len(x)), so a bootstrap's resamples (rows) fit in one call."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    levels, idx = np.unique(x, return_inverse=True)
+    means = np.stack([y[..., idx == k].mean(-1) for k in range(levels.size)], -1)
+    w = 1.0 / means[..., idx] ** 2
+    sw, swx, swy = w.sum(-1), (w * x).sum(-1), (w * y).sum(-1)
+    swxx, swxy = (w * x * x).sum(-1), (w * x * y).sum(-1)
+    c1 = (sw * swxy - swx * swy) / (sw * swxx - swx**2)
+    return (swy - c1 * swx) / sw, c1
+
+
 def replicated_line_fit(x, y) -> LineFit:
     """y = c0 + c1 x for data with replicates at each x and a constant relative scatter (each point
     weighted by 1 / (mean y at its x)^2), with the lack-of-fit test that replicates allow.
@@ -191,7 +206,7 @@ def replicated_line_fit(x, y) -> LineFit:
     w = 1.0 / means[idx] ** 2
     X = np.stack([np.ones_like(x), x], axis=1)
     A = X.T @ (X * w[:, None])
-    coef = np.linalg.solve(A, X.T @ (w * y))
+    coef = np.array(relative_line_coef(x, y))
     ss_res = float((w * (y - X @ coef) ** 2).sum())
     ss_pe = float((w * (y - means[idx]) ** 2).sum())
     var_pe = ss_pe / (n - k)

@@ -74,7 +74,7 @@ from pydantic import Field
 
 from ..claims import claim, detectable
 from ..protocol import MIN_RUNS, resolution_claim
-from ..stats import line_fit, replicated_line_fit
+from ..stats import line_fit, relative_line_coef, replicated_line_fit
 from .base import ConfigError, Context, Experiment, ExperimentConfig, ExperimentError, Figure, Outcome
 
 
@@ -258,18 +258,6 @@ def _require_times(cfg, df: pd.DataFrame) -> None:
             raise ExperimentError("diffusion-tau-mem: " + why.format(runs=runs))
 
 
-def _onset_line(n: np.ndarray, tau: np.ndarray) -> tuple[float, float]:
-    """(t0, c) of tau = t0 + c n, weighted least squares for a constant relative scatter (each run weighted by
-    1 / (mean tau at its n)^2, as :func:`memdyn.stats.replicated_line_fit`); vectorised over rows of ``tau``."""
-    levels, idx = np.unique(n, return_inverse=True)
-    means = np.stack([tau[..., idx == k].mean(-1) for k in range(levels.size)], -1)
-    w = 1.0 / means[..., idx] ** 2
-    sw, swx, swy = w.sum(-1), (w * n).sum(-1), (w * tau).sum(-1)
-    swxx, swxy = (w * n * n).sum(-1), (w * n * tau).sum(-1)
-    c = (sw * swxy - swx * swy) / (sw * swxx - swx**2)
-    return (swy - c * swx) / sw, c
-
-
 def _forecast(cfg, ctx: Context, B: int, fit: pd.DataFrame, new_ns: list[int]) -> dict:
     """tau_mem at ``new_ns`` from tau = t0 + c n fitted on the runs ``fit`` (batch size B), with its error from a
     bootstrap over those runs (resampled within each n), times the lack-of-fit (Birge) ratio when the runs reject
@@ -282,11 +270,11 @@ def _forecast(cfg, ctx: Context, B: int, fit: pd.DataFrame, new_ns: list[int]) -
     rng = np.random.default_rng(ctx.seed_for("forecast", B))
     groups = [np.flatnonzero(n == v) for v in np.unique(n)]
     pick = np.concatenate([g[rng.integers(0, g.size, (BOOT, g.size))] for g in groups], axis=1)
-    t0b, cb = _onset_line(n[pick[0]], tau[pick])  # resampling within n keeps each run's n in its column
+    t0b, cb = relative_line_coef(n[pick[0]], tau[pick])  # resampling within n keeps each run's n in its column
     inflate = math.sqrt(cfg.seeds / (cfg.seeds - 1))  # a bootstrap of g runs per n: variance (g - 1) / g
     if line.flagged:  # the runs reject the line: its extrapolation is less certain than its parameters' scatter
         inflate *= line.birge
-    t0, c = _onset_line(n, tau)
+    t0, c = line.intercept, line.slope
     out = {"B": B, "fit_ns": sorted({int(v) for v in n}), "runs": int(n.size), "t0": float(t0), "c": float(c),
            "lack_of_fit_p": line.p_value, "misfit": bool(line.flagged), "birge": line.birge, "code": ctx.code,
            "forecasts": [{"n": int(m), "tau_mem": float(t0 + c * m),
