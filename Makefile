@@ -4,6 +4,8 @@ PYTHON ?= python3
 TORCH ?= torch==2.13.0
 VENV ?= .venv
 BIN := $(VENV)/bin
+# experiments `make run` runs at once (one process each; the results do not depend on it)
+WORKERS ?= 2
 
 .PHONY: run test bench clean
 
@@ -15,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: $(VENV)/.installed
-	$(BIN)/memdyn run
+	$(BIN)/memdyn run --workers $(WORKERS)
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q -n auto --dist worksteal

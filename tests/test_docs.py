@@ -10,7 +10,6 @@ of the last digit written (``0.340`` means 0.3395 to 0.3405); every other word m
 
 import ast
 import io
-import math
 import re
 import sys
 import tokenize

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from memdyn.claims import ID_PATTERN
+from memdyn.experiments import ConfigError
 from memdyn.practice import comparisons
 from memdyn.runner import run_suite
 
@@ -43,6 +44,26 @@ def test_default_run_links_latest(tmp_path, monkeypatch):
     latest = tmp_path / "runs/latest"
     assert latest.is_symlink() and latest.resolve() == summary.out.resolve()
     assert (latest / "report.html").exists()
+
+
+def test_workers_run_experiments_at_once_with_the_results_of_one_after_another(tmp_path):
+    """--workers 2: two experiments in two processes give the numbers of the serial run (torch's threads are set
+    by the experiment's config, not by how it was launched)."""
+    sets = ["timescales.chains=200", "timescales.relax=5", "diffusion-tau-mem.ns=[8,12,16,24]",
+            "diffusion-tau-mem.seeds=2", "diffusion-tau-mem.width=32", "diffusion-tau-mem.probes=8",
+            "diffusion-tau-mem.held_out=200", "diffusion-tau-mem.sample_steps=3", "diffusion-tau-mem.batches=[16]",
+            "diffusion-tau-mem.lr=0.003"]
+    names = ["timescales", "diffusion-tau-mem"]
+    both = run_suite(names, tmp_path / "both", quick=True, sets=sets, seed=11, workers=2, progress=False)
+    serial = run_suite(names, tmp_path / "serial", quick=True, sets=sets, seed=11, progress=False)
+    assert not both.errors and not serial.errors
+    assert [c["experiment"] for c in both.claims] == [c["experiment"] for c in serial.claims]
+    for a, b in zip(both.claims, serial.claims):
+        assert (a["id"], a["measured"], a["se"], a["holds"]) == (b["id"], b["measured"], b["se"], b["holds"])
+    with pytest.raises(ConfigError, match="workers=0"):
+        run_suite(names, tmp_path / "x", quick=True, sets=sets, workers=0)
+    with pytest.raises(ConfigError, match="threads"):
+        run_suite(["diffusion-tau-mem"], tmp_path / "y", quick=True, sets=["threads=0"])
 
 
 def test_diffusion_temperature_runs_end_to_end_at_a_tiny_size(tmp_path):

@@ -76,13 +76,15 @@ def run(
     config: Optional[Path] = typer.Option(None, "--config", help=_CONFIG_HELP),
     seed: int = typer.Option(0, "--seed", help="root seed (>= 0)"),
     out: Optional[Path] = typer.Option(None, "--out", help="run directory (default runs/<timestamp>, linked as runs/latest)"),
+    workers: int = typer.Option(1, "--workers", help="experiments run at once, each in its own process (>= 1; the "
+                                "results do not depend on it)"),
 ):
     """Run experiments, write the run directory (config, tables, figures, results.json, report.html)."""
     from .runner import run_suite
 
     try:
         sets = _with_file(config, experiments or [], quick, set_ or [])
-        summary = run_suite(experiments or [], out, quick=quick, sets=sets, seed=seed)
+        summary = run_suite(experiments or [], out, quick=quick, sets=sets, seed=seed, workers=workers)
     except ConfigError as e:
         _fail(str(e))
     failed = [c for c in summary.claims if not c["holds"] and not c.get("finding")]

@@ -20,7 +20,7 @@ from pathlib import Path
 from .configfile import resolved_toml
 from .dynamics import DivergenceError
 from .experiments import DEFAULT_SUITE, EXPERIMENTS
-from .experiments.base import ConfigError, Context, ExperimentError, parse_value
+from .experiments.base import ConfigError, Context, ExperimentError, parse_value, torch_threads
 from .store import RunStore, TableError
 
 __all__ = ["RunSummary", "run_suite", "resolve_configs", "versions"]
@@ -109,10 +109,17 @@ def _say(msg: str) -> None:
 
 def run_suite(names: list[str], out: str | os.PathLike | None = None, *, quick: bool = False,
               sets: list[str] = (), seed: int = 0, runs_dir: str | os.PathLike = "runs",
-              progress: bool | None = None) -> RunSummary:
-    """Run experiments ``names`` (all when empty) into ``out`` (default ``runs/<timestamp>``)."""
+              progress: bool | None = None, workers: int = 1) -> RunSummary:
+    """Run experiments ``names`` (all when empty) into ``out`` (default ``runs/<timestamp>``).
+
+    ``workers`` > 1 runs that many experiments at once, each in its own process (in the suite's
+    order, as processes free up; without progress bars). The results do not depend on it: an
+    experiment that computes with torch sets its own thread count (its config's ``threads``).
+    """
     if seed < 0:
         raise ConfigError(f"invalid value for seed={seed}: must be >= 0")
+    if workers < 1:
+        raise ConfigError(f"invalid value for workers={workers}: must be >= 1")
     configs = resolve_configs(list(names), quick, list(sets))
     if out is None:
         out = _default_out(Path(runs_dir))
@@ -134,56 +141,81 @@ def run_suite(names: list[str], out: str | os.PathLike | None = None, *, quick: 
     store.write_json("config.json", {"seed": seed, "quick": quick, "experiments": merged})
     store.write_text("config.toml", resolved_toml(merged, seed))
 
-    errors: dict[str, str] = {}
+    todo = []
     for i, (name, cfg) in enumerate(configs.items(), 1):
         done = store.read_json(f"{name}/results.json")
-        code = EXPERIMENTS[name].code()
-        if done is not None and done.get("config") == new[name] and done.get("code") == code:
+        if done is not None and done.get("config") == new[name] and done.get("code") == EXPERIMENTS[name].code():
             _say(f"[{i}/{len(configs)}] {name}: finished earlier, reusing {out}/{name}")
-            continue
-        _say(f"[{i}/{len(configs)}] {name}: {EXPERIMENTS[name].summary}")
-        t0 = time.perf_counter()
-        ctx = Context(store, name, seed, progress, code)
-        try:
-            outcome = EXPERIMENTS[name].run(cfg, ctx)
-        except DivergenceError as e:
-            errors[name] = f"{name} diverged: {e} (step size {getattr(cfg, 'step', '?')}; stable only if a*lambda < 2)"
-            store.write_json(f"{name}/error.json", {"experiment": name, "error": errors[name], "step": e.step,
-                                                    "chain": e.chain})
-            _say(f"    stopped: {name} diverged at step {e.step}, chain {e.chain}")
-            continue
-        except ExperimentError as e:
-            errors[name] = f"{name} could not measure: {e}"
-            store.write_json(f"{name}/error.json", {"experiment": name, "error": errors[name]})
-            _say(f"    stopped: {errors[name]}")
-            continue
-        seconds = time.perf_counter() - t0
-        tables = []
-        try:
-            for tname, df in outcome.tables.items():
-                store.write_table(f"{name}/tables/{tname}.parquet", df)
-                tables.append(f"{name}/tables/{tname}.parquet")
-        except TableError as e:
-            errors[name] = f"{name} made a table that cannot be stored: {e} (a defect of the experiment: please report it)"
-            store.write_json(f"{name}/error.json", {"experiment": name, "error": errors[name]})
-            _say(f"    stopped: {errors[name]}")
-            continue
-        figures = []
-        for f in outcome.figures:
-            store.write_figure(f"{name}/figures/{f.name}.png", f.fig)
-            figures.append({"file": f"{name}/figures/{f.name}.png", "caption": f.caption})
-        claims = [c.to_dict() for c in outcome.claims]
-        err = store.path(f"{name}/error.json")
-        if err.exists():
-            err.unlink()
-        store.write_json(f"{name}/results.json", {
-            "experiment": name, "config": new[name], "code": code, "claims": claims, "figures": figures, "tables": tables,
-            "seconds": seconds, "summary": outcome.summary, "section": EXPERIMENTS[name].section,
-            "prediction": EXPERIMENTS[name].prediction})
-        n_ok = sum(c["holds"] for c in claims)
-        _say(f"    done in {seconds:.1f} s: {n_ok}/{len(claims)} claims hold")
+        else:
+            todo.append((f"[{i}/{len(configs)}]", name, cfg))
+    errors: dict[str, str] = {}
+    if workers == 1 or len(todo) < 2:
+        for tag, name, cfg in todo:
+            errors.update(run_experiment(store.root, tag, name, cfg, seed, progress))
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
 
+        threads = max(1, (os.cpu_count() or 1) // workers)  # for the experiments that leave torch's threads alone
+        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_worker_init, initargs=(threads,)) as pool:
+            futures = [pool.submit(run_experiment, store.root, tag, name, cfg, seed, False) for tag, name, cfg in todo]
+            for fut in futures:
+                errors.update(fut.result())
     return finalize(store, errors)
+
+
+def _worker_init(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def run_experiment(out: Path, tag: str, name: str, cfg, seed: int, progress: bool | None) -> dict[str, str]:
+    """Run one experiment into the run directory ``out`` (its cells resume) and write its
+    ``results.json``, or its ``error.json`` when it diverged or could not measure; returns
+    {name: error message} for the latter, else {}. ``tag`` prefixes its progress lines."""
+    store = RunStore(out)
+    _say(f"{tag} {name}: {EXPERIMENTS[name].summary}")
+    t0 = time.perf_counter()
+    code = EXPERIMENTS[name].code()
+    ctx = Context(store, name, seed, progress, code)
+    try:
+        with torch_threads(getattr(cfg, "threads", None)):
+            outcome = EXPERIMENTS[name].run(cfg, ctx)
+    except DivergenceError as e:
+        error = f"{name} diverged: {e} (step size {getattr(cfg, 'step', '?')}; stable only if a*lambda < 2)"
+        store.write_json(f"{name}/error.json", {"experiment": name, "error": error, "step": e.step, "chain": e.chain})
+        _say(f"    stopped: {name} diverged at step {e.step}, chain {e.chain}")
+        return {name: error}
+    except ExperimentError as e:
+        error = f"{name} could not measure: {e}"
+        store.write_json(f"{name}/error.json", {"experiment": name, "error": error})
+        _say(f"    stopped: {error}")
+        return {name: error}
+    seconds = time.perf_counter() - t0
+    tables = []
+    try:
+        for tname, df in outcome.tables.items():
+            store.write_table(f"{name}/tables/{tname}.parquet", df)
+            tables.append(f"{name}/tables/{tname}.parquet")
+    except TableError as e:
+        error = f"{name} made a table that cannot be stored: {e} (a defect of the experiment: please report it)"
+        store.write_json(f"{name}/error.json", {"experiment": name, "error": error})
+        _say(f"    stopped: {error}")
+        return {name: error}
+    figures = []
+    for f in outcome.figures:
+        store.write_figure(f"{name}/figures/{f.name}.png", f.fig)
+        figures.append({"file": f"{name}/figures/{f.name}.png", "caption": f.caption})
+    claims = [c.to_dict() for c in outcome.claims]
+    store.path(f"{name}/error.json").unlink(missing_ok=True)
+    store.write_json(f"{name}/results.json", {
+        "experiment": name, "config": cfg.model_dump(), "code": code, "claims": claims, "figures": figures,
+        "tables": tables, "seconds": seconds, "summary": outcome.summary, "section": EXPERIMENTS[name].section,
+        "prediction": EXPERIMENTS[name].prediction})
+    _say(f"    {name} done in {seconds:.1f} s: {sum(c['holds'] for c in claims)}/{len(claims)} claims hold")
+    return {}
 
 
 def finalize(store: RunStore, errors: dict[str, str] | None = None) -> RunSummary:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -9,12 +10,12 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..claims import Claim
 from ..store import RunStore, code_hash
 
-__all__ = ["ConfigError", "ExperimentError", "ExperimentConfig", "Experiment", "Outcome", "Figure", "Context", "parse_value"]
+__all__ = ["ConfigError", "ExperimentError", "ExperimentConfig", "TorchConfig", "torch_threads", "Experiment", "Outcome", "Figure", "Context", "parse_value"]
 
 
 class ConfigError(ValueError):
@@ -29,6 +30,31 @@ class ExperimentConfig(BaseModel):
     """Base of experiment configs: unknown keys are errors, values are validated."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=True)
+
+
+class TorchConfig(ExperimentConfig):
+    """Base of the configs of experiments that compute with torch: the thread count is part of the
+    config because the result depends on it (torch splits its sums by thread)."""
+
+    threads: int = Field(1, ge=1, le=256, description=(
+        "torch threads while it runs (its results depend on the count through the order of floating-point sums; "
+        "1, the default, gives the same numbers on any machine and is the fastest for these small models)"))
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """Run the body with torch's intra-op threads set to ``n`` (restored after); nothing when ``n`` is None."""
+    if n is None:
+        yield
+        return
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 @dataclass

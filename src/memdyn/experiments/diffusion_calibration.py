@@ -41,14 +41,14 @@ from ..claims import claim
 from ..memorization.probes import probe_states
 from ..metrics import carlini_score, noisy_copy_detection, tiled_l2
 from ..stats import binomial_se
-from .base import Context, Experiment, ExperimentConfig, Figure, Outcome
+from .base import Context, Experiment, Figure, Outcome, TorchConfig
 
 #: the monitor's specification for a detector's false-positive and true-positive rates
 FALSE_POSITIVE_MAX = 0.01
 TRUE_POSITIVE_MIN = 0.99
 
 
-class DiffusionCalibrationConfig(ExperimentConfig):
+class DiffusionCalibrationConfig(TorchConfig):
     dataset: str = Field("mnist5k", pattern="^(mnist5k|mnist5k-14|digits8)$",
                          description="image dataset (mnist5k, mnist5k-14 or digits8)")
     n: int = Field(64, ge=8, le=500, description="training items")

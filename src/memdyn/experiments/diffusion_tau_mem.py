@@ -75,13 +75,13 @@ from pydantic import Field
 from ..claims import claim, detectable
 from ..protocol import MIN_RUNS, resolution_claim
 from ..stats import line_fit, relative_line_coef, replicated_line_fit
-from .base import ConfigError, Context, Experiment, ExperimentConfig, ExperimentError, Figure, Outcome
+from .base import ConfigError, Context, Experiment, ExperimentError, Figure, Outcome, TorchConfig
 
 
 BOOT = 1000  # bootstrap draws over runs
 
 
-class DiffusionTauMemConfig(ExperimentConfig):
+class DiffusionTauMemConfig(TorchConfig):
     dataset: str = Field("mnist5k-14", pattern="^(mnist5k|mnist5k-14|mnist5k-7|digits8)$",
                          description="image dataset")
     ns: list[int] = Field([16, 32, 64, 128, 256, 512], min_length=4, max_length=8,

@@ -70,13 +70,13 @@ from pydantic import Field
 
 from ..claims import Z_TOL, claim, detectable
 from ..protocol import MIN_RUNS
-from .base import ConfigError, Context, Experiment, ExperimentConfig, ExperimentError, Figure, Outcome
+from .base import ConfigError, Context, Experiment, ExperimentError, Figure, Outcome, TorchConfig
 
 MODES = ("replace", "mixed", "accumulate")
 MODEL_REPLICATES = 4000
 
 
-class SelfConsumingConfig(ExperimentConfig):
+class SelfConsumingConfig(TorchConfig):
     dataset: str = Field("mnist5k-14", pattern="^(mnist5k|mnist5k-14|mnist5k-7|digits8)$", description="image dataset")
     n: int = Field(16, ge=4, le=256, description="real digits of generation 0; also M, the samples per generation")
     generations: int = Field(6, ge=2, le=50, description="generations G after the first")

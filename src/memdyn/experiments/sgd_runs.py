@@ -21,12 +21,12 @@ import pandas as pd
 from pydantic import Field
 
 from ..protocol import resolution, stationarity
-from .base import ConfigError, ExperimentConfig
+from .base import ConfigError, TorchConfig
 
 BOOT = 400  # bootstrap draws over runs and probes
 
 
-class SGDRunsConfig(ExperimentConfig):
+class SGDRunsConfig(TorchConfig):
     dataset: str = Field("mnist5k-7", pattern="^(mnist5k|mnist5k-14|mnist5k-7|digits8)$", description="image dataset")
     n: int = Field(8, ge=4, le=256, description="training digits per run")
     width: int = Field(64, ge=8, le=1024, description="MLP width")
