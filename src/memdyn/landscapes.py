@@ -13,7 +13,9 @@ values.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -689,9 +691,9 @@ class SlowlyDriven(Landscape):
 
 
 class DrivenTiltedWell(SlowlyDriven):
-    """A double well tilted by a slow variable through its fold (the double-descent model).
+    """A double well tilted by a slow variable through its folds (the double-descent model).
 
-        F0(x; c) = W(x) - c x,   c(y) = y,
+        F0(x; c) = W(x) - c x,   c(y) = y   or   c(y) = c_end - kappa (y - y_start)(y_target - y),
 
     with W a :class:`DoubleWell`. A minimum of F0 sits where W'(x) = c. The left branch exists
     while c < c_f = W'(x_f), x_f the left root of W'' (the local maximum of W' left of the
@@ -700,19 +702,56 @@ class DrivenTiltedWell(SlowlyDriven):
     W = x^4/4 - x^2/2: x_f = -1/sqrt(3), c_f = 2 / (3 sqrt(3)) ~ 0.385, and symmetrically the
     right branch exists while c > -c_f.
 
+    The monotone tilt c = y (the default) moves the chain across one fold. The non-monotone tilt
+    (``kappa`` > 0, with ``c_end`` and ``y_start``) is c_end at both ends of the slow path from
+    y_start to y_target and dips by kappa (y_target - y_start)^2 / 4 in the middle (a modelling
+    **choice**: the pull toward one branch first grows, then recedes). With c_end > c_f and a dip
+    below -c_f, the right branch vanishes at a first fold (c falls through -c_f) and the left one at
+    a second (c climbs back through c_f): the chain goes right, left, right again.
+
     Parameters
     ----------
     eps, y_target : float
         As in :class:`SlowlyDriven`.
     well : DoubleWell, optional
+    kappa, c_end, y_start : float, optional
+        The non-monotone tilt: all three, or none.
     """
 
-    def __init__(self, eps: float, y_target: float, well: DoubleWell | None = None):
+    def __init__(self, eps: float, y_target: float, well: DoubleWell | None = None, *, kappa: float | None = None,
+                 c_end: float | None = None, y_start: float | None = None):
         super().__init__(1, eps, y_target)
         self.well = well if well is not None else DoubleWell()
+        given = [v is not None for v in (kappa, c_end, y_start)]
+        if any(given) and not all(given):
+            raise ValueError("the non-monotone tilt needs kappa, c_end and y_start together")
+        if all(given) and not (np.isfinite([kappa, c_end, y_start]).all() and kappa > 0):
+            raise ValueError(f"need kappa > 0 and finite c_end, y_start; got {kappa}, {c_end}, {y_start}")
+        self.kappa, self.c_end, self.y_start = kappa, c_end, y_start
 
     def c_of(self, y):
-        return y
+        if self.kappa is None:
+            return y
+        return self.c_end - self.kappa * (y - self.y_start) * (self.y_target - y)
+
+    def fold_steps(self, step: float) -> tuple[float, float]:
+        """(k_1, k_2): the steps at which the noise-free slow path from ``y_start`` takes the
+        non-monotone tilt below -c_f (the right branch vanishes) and back above c_f (the left one
+        vanishes). With u = y_target - y_k = Delta (1 - a eps)^k, Delta = y_target - y_start, the
+        tilt is c_end - kappa u (Delta - u), so each crossing solves a quadratic in u."""
+        if self.kappa is None:
+            raise ValueError("fold_steps needs the non-monotone tilt (kappa, c_end, y_start)")
+        c_f, _ = self.fold("left")
+        d = self.y_target - self.y_start
+        roots = []
+        for level, sign in ((self.c_end + c_f, 1.0), (self.c_end - c_f, -1.0)):
+            disc = d * d - 4 * level / self.kappa
+            if disc <= 0 or level <= 0:
+                raise ValueError(f"the tilt does not cross {'-' if sign > 0 else '+'}c_f: need c_end > c_f = "
+                                 f"{c_f:.4g} and a dip kappa Delta^2 / 4 > c_end + c_f")
+            u = 0.5 * (d + sign * math.sqrt(disc))
+            roots.append(math.log(d / u) / -math.log1p(-step * self.eps))
+        return roots[0], roots[1]
 
     def fast_value(self, x, c):
         return self.well.f(x[:, 0]) - c * x[:, 0]
@@ -741,8 +780,9 @@ class DrivenTiltedWell(SlowlyDriven):
 
     def __repr__(self) -> str:
         w = self.well
+        tilt = "" if self.kappa is None else f", kappa={self.kappa:g}, c_end={self.c_end:g}, y_start={self.y_start:g}"
         return (f"DrivenTiltedWell(eps={self.eps:g}, y_target={self.y_target:g}, "
-                f"well=DoubleWell({w.left:g}, {w.saddle:g}, {w.right:g}, {w.scale:g}))")
+                f"well=DoubleWell({w.left:g}, {w.saddle:g}, {w.right:g}, {w.scale:g}){tilt})")
 
 
 class LeastSquares(Landscape):

@@ -689,12 +689,12 @@ class DrivenChain:
     Attributes
     ----------
     passage : list of Extrapolation
-        Mean first-passage step above each boundary, E[tau_b] = sum_k P(tau_b > k), extrapolated
-        to zero cell width (``bias``: its residual mesh bias).
+        Mean step of each passage in sequence, E[tau_j] = sum_k P(tau_j > k), extrapolated to zero
+        cell width (``bias``: its residual mesh bias).
     observed : list of Extrapolation
         E[g(x_k)] at each requested step, extrapolated likewise.
     survival : ndarray (boundaries, n_steps + 1)
-        P(tau_b > k) on the finest mesh.
+        P(tau_j > k) on the finest mesh.
     mean : ndarray (n_steps + 1,)
         E[g(x_k)] on the finest mesh (nan when no observable was given).
     cells : list of int
@@ -709,8 +709,8 @@ class DrivenChain:
 
 
 def driven_chain_1d(landscape, sigma: float, step: float, y0: float, n_steps: int, start: float, lo: float, hi: float,
-                    boundaries, *, observe=None, at=(), cells_per_kick=CELLS_PER_KICK_2D, width: float = 6.0
-                    ) -> DrivenChain:
+                    boundaries, *, directions=None, observe=None, at=(), cells_per_kick=CELLS_PER_KICK_2D,
+                    width: float = 6.0) -> DrivenChain:
     """Exact law of 1-D constant-step SGD whose landscape is moved by a noise-free slow variable.
 
     The chain is x_{k+1} = x_k - a (d/dx F(x_k, y_k) + sigma z_k) with y_k the slow recursion of
@@ -718,9 +718,13 @@ def driven_chain_1d(landscape, sigma: float, step: float, y0: float, n_steps: in
     a time-inhomogeneous Markov chain. Its law is propagated step by step on a mesh of [lo, hi]
     (reflecting ends; cells of a sigma / c for each c in ``cells_per_kick``, aligned so that each
     boundary is a cell edge), the kernel rebuilt at every step from Gaussian cell masses (no
-    interpolation in y). Beside the free law, one copy per boundary b is killed as soon as it lands
-    at or beyond b, which gives P(tau_b > k), tau_b = the first k with x_k >= b, and the mean
-    first-passage step sum_k P(tau_b > k). The start's mass is split linearly between the two
+    interpolation in y). The passages are taken in sequence: tau_1 is the first k with x_k at or
+    beyond the first boundary in its direction (x_k >= b for "up", x_k <= b for "down"), and
+    tau_{j+1} the first k >= tau_j at or beyond boundary j + 1. Beside the free law the chain keeps
+    one sub-law per number of passages made: at each step the mass of stage j that lands beyond
+    boundary j + 1 moves to stage j + 1, which gives P(tau_j > k) (the mass of the stages before
+    j) and the mean passage step sum_k P(tau_j > k). For increasing boundaries all "up" (the
+    default) tau_j is simply the first passage above boundary j. The start's mass is split linearly between the two
     nearest cell centres; with that and the midpoint rule the mesh error is even in the cell width,
     so every value is extrapolated in h^2 (:func:`memdyn.stats.extrapolate`, degree
     len(cells_per_kick) - 1, with the change from one degree less as its residual bias).
@@ -740,7 +744,10 @@ def driven_chain_1d(landscape, sigma: float, step: float, y0: float, n_steps: in
     lo, hi : float
         The mesh; choose them where the chain practically never goes.
     boundaries : sequence of float
-        One or two increasing first-passage levels in (start, hi).
+        Passage levels in (lo, hi), taken in sequence (at most 4, of at most 2 distinct values, so
+        that each is a cell edge); without ``directions``, one or two increasing levels above start.
+    directions : sequence of {"up", "down"}, optional
+        The direction of each passage (default: all "up"). The start must lie short of the first.
     observe : callable, optional
         g(x) for an array of positions; its mean along the path is returned.
     at : sequence of int
@@ -752,11 +759,17 @@ def driven_chain_1d(landscape, sigma: float, step: float, y0: float, n_steps: in
     """
     from .stats import extrapolate
 
-    b = sorted(float(v) for v in np.atleast_1d(boundaries))
-    if not 1 <= len(b) <= 2:
-        raise ValueError(f"boundaries must hold one or two levels, got {boundaries!r}")
-    if not (lo < start < b[0] and b[-1] < hi):
-        raise ValueError(f"need lo < start < boundaries < hi, got lo={lo}, start={start}, boundaries={b}, hi={hi}")
+    b = [float(v) for v in np.atleast_1d(boundaries)]
+    up = [True] * len(b) if directions is None else [d == "up" for d in directions]
+    if directions is not None and (len(directions) != len(b) or any(d not in ("up", "down") for d in directions)):
+        raise ValueError(f"directions must hold 'up' or 'down' for each boundary, got {directions!r}")
+    levels = sorted(set(b))
+    if not 1 <= len(b) <= 4 or len(levels) > 2 or (directions is None and (len(b) > 2 or b != sorted(b))):
+        raise ValueError(f"boundaries must hold one or two increasing levels, or with directions up to 4 passages at "
+                         f"two levels at most, got {boundaries!r}")
+    if not (lo < min(start, levels[0]) and max(start, levels[-1]) < hi) or not (start < b[0] if up[0] else start > b[0]):
+        raise ValueError(f"need lo < start, boundaries < hi and the start short of the first passage, got lo={lo}, "
+                         f"start={start}, boundaries={b}, directions={directions}, hi={hi}")
     if not (step > 0 and sigma > 0 and n_steps >= 1):
         raise ValueError(f"need step > 0, sigma > 0 and n_steps >= 1, got {step}, {sigma}, {n_steps}")
     if getattr(landscape, "fast_dim", None) != 1:
@@ -774,21 +787,31 @@ def driven_chain_1d(landscape, sigma: float, step: float, y0: float, n_steps: in
     hs, passages, observed, counts = [], [], [], []
     for c in cells:
         h = s / c
-        if len(b) == 2:  # both levels on cell edges
-            h = (b[1] - b[0]) / math.ceil((b[1] - b[0]) / h)
-        edges = b[0] + h * np.arange(-math.ceil((b[0] - lo) / h), math.ceil((hi - b[0]) / h) + 1)
+        if len(levels) == 2:  # both levels on cell edges
+            h = (levels[1] - levels[0]) / math.ceil((levels[1] - levels[0]) / h)
+        edges = levels[0] + h * np.arange(-math.ceil((levels[0] - lo) / h), math.ceil((hi - levels[0]) / h) + 1)
         x = 0.5 * (edges[1:] + edges[:-1])
         n = x.size
         k_win = int(math.ceil(width * s / h)) + 1
         X = torch.as_tensor(x[:, None])
-        alive = [x < v for v in b]
+        beyond = np.stack([x >= v if u else x <= v for v, u in zip(b, up)])
         p = np.zeros(n)
         j = int(np.clip(np.searchsorted(x, start) - 1, 0, n - 2))
         t = (start - x[j]) / h
         p[j], p[j + 1] = 1 - t, t
-        vecs = np.stack([p] + [p * a for a in alive])  # free law, then one killed copy per boundary
+        vecs = np.zeros((len(b) + 1, n))  # the free law, then the sub-law of each stage (passages made so far)
+        vecs[0] = vecs[1] = p
+
+        def advance_stages(v):
+            for i in range(len(b)):  # in order, so that one step can complete several passages
+                moved = v[1 + i] * beyond[i]
+                v[1 + i] -= moved
+                if i + 1 < len(b):
+                    v[2 + i] += moved
+            return np.cumsum(v[1:].sum(axis=1))  # P(tau_j > k): the mass of the stages before j
+
         surv = np.empty((len(b), n_steps + 1))
-        surv[:, 0] = vecs[1:].sum(axis=1)
+        surv[:, 0] = advance_stages(vecs)
         mean = np.full(n_steps + 1, np.nan)
         g = None if observe is None else np.asarray(observe(x), dtype=np.float64)
         if g is not None:
@@ -798,8 +821,7 @@ def driven_chain_1d(landscape, sigma: float, step: float, y0: float, n_steps: in
             m = x - step * landscape.fast_grad(X, c_k)[:, 0].numpy()
             flat, w = _uniform_masses(edges[0], h, n, m, s, k_win)
             vecs = np.stack([np.bincount(flat, weights=(w * v[:, None]).ravel(), minlength=n) for v in vecs])
-            vecs[1:] *= np.stack(alive)
-            surv[:, k + 1] = vecs[1:].sum(axis=1)
+            surv[:, k + 1] = advance_stages(vecs)
             if g is not None:
                 mean[k + 1] = vecs[0] @ g
         if np.any(surv[:, -1] > 1e-6):
