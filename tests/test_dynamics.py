@@ -442,3 +442,28 @@ def test_fused_kernel_follows_the_law_of_the_compiled_one_and_its_own_streams():
     assert err.value.chain == 1111
     with pytest.raises(ValueError, match="kernel='fused' needs a 1-D polynomial landscape"):
         simulate(Quadratic([[1.0]]), Gaussian(1.0), 0.1, 10, 4, init=[0.0], kernel="fused")
+
+
+@pytest.mark.parametrize("blocks", [[4], [1, 1, 1, 1], [2, 2], [3, 1]])
+def test_passages_are_taken_in_order_whatever_the_blocks(blocks):
+    """Passages: the second target counts only at or after the first passage; one step can complete
+    both; the result does not depend on how the engine cuts the steps into blocks."""
+    from memdyn.observers import Passages
+
+    path = torch.tensor([[-1.5, 1.5, 0.0, -1.5],   # step 1
+                         [0.0, -2.0, 0.0, 0.0],    # step 2
+                         [1.2, 2.0, 0.0, 0.0],     # step 3
+                         [0.0, 0.0, 0.0, 1.0]],    # step 4
+                        dtype=torch.float64)[:, :, None]
+    obs = Passages([lambda th: th[:, 0] <= -1, lambda th: th[:, 0] >= 1])
+    both = Passages([lambda th: th[:, 0] <= -1, lambda th: th[:, 0] <= -1.2])
+    states = [o.start(0, 4, 1, torch.float64, "cpu") for o in (obs, both)]
+    k = 0
+    for L in blocks:
+        for o, st in zip((obs, both), states):
+            o.update_block(st, k, path[k:k + L])
+        k += L
+    r = obs.finish([states[0]])
+    assert r.times.tolist() == [[1, 2, -1, 1], [3, 3, -1, 4]] and r.horizon == 4
+    assert r.hit.tolist() == [[True, True, False, True], [True, True, False, True]]
+    assert both.finish([states[1]]).times.tolist() == [[1, 2, -1, 1], [1, 2, -1, 1]]

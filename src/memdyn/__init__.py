@@ -30,7 +30,7 @@ from .kinetics import ImpliedTimescales, ReactionCoordinateModel, implied_timesc
 from .markov import MarkovChain, gth_stationary, sparse_lu
 from .noise import (Gaussian, Minibatch, Noise, ProfileGaussian, StateDependentGaussian, StudentT, TanhStep, s1_noise,
                     tanh_step)
-from .observers import ExitTime, FirstPassage, Moments, Occupation, Observer, Trace, intervals
+from .observers import ExitTime, FirstPassage, Moments, Occupation, Observer, Passages, Trace, intervals
 
 __version__ = "0.1.0"
 
@@ -45,6 +45,6 @@ __all__ = [
     "diffusion", "influence", "metrics", "MemorizationMonitor",
     "MarkovChain", "gth_stationary", "sparse_lu", "exact_fit", "gaussian_refit",
     "ReactionCoordinateModel", "ImpliedTimescales", "implied_timescales",
-    "Observer", "ExitTime", "Trace", "Moments", "Occupation", "FirstPassage", "intervals",
+    "Observer", "ExitTime", "Trace", "Moments", "Occupation", "FirstPassage", "Passages", "intervals",
     "__version__",
 ]

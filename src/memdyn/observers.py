@@ -21,6 +21,7 @@ __all__ = [
     "Moments",
     "Occupation",
     "FirstPassage",
+    "Passages",
     "TraceResult",
     "MomentsResult",
     "OccupationResult",
@@ -307,17 +308,22 @@ class FirstPassageResult:
     horizon: int
 
 
-class FirstPassage(Observer):
-    """First-passage step into a target set ``target(theta) -> bool (n,)``, from step ``start``."""
+class Passages(Observer):
+    """Passages through a sequence of target sets, in order: tau_1 is the first step (from
+    ``start``) in ``targets[0]``, tau_{j+1} the first step at or after tau_j in ``targets[j]``
+    (so one step can complete several). The result's ``times`` is (len(targets), chains), -1 where
+    a chain had not made that passage by the horizon (``hit`` False)."""
 
-    name = "first_passage"
+    name = "passages"
 
-    def __init__(self, target, start: int = 0, name: str | None = None):
-        self.target, self.start_step = target, int(start)
+    def __init__(self, targets, start: int = 0, name: str | None = None):
+        self.targets, self.start_step = list(targets), int(start)
+        if not self.targets:
+            raise ValueError("Passages needs at least one target")
         self.name = name or self.name
 
     def start(self, offset, n, dim, dtype, device):
-        return {"times": torch.full((n,), -1, dtype=torch.int64, device=device), "last": 0}
+        return {"times": torch.full((len(self.targets), n), -1, dtype=torch.int64, device=device), "last": 0}
 
     def update(self, state, k, theta):
         self.update_block(state, k - 1, theta[None])
@@ -328,15 +334,35 @@ class FirstPassage(Observer):
         r0 = max(0, self.start_step - k - 1)
         if r0 >= L:
             return
-        hit = self.target(thetas[r0:].reshape(-1, thetas.shape[2])).reshape(L - r0, n)
-        first = torch.argmax(hit.to(torch.uint8), dim=0)  # the first True (0 where none)
+        rows = torch.arange(L, device=thetas.device)[:, None]  # row r is step k + 1 + r
+        flat = thetas.reshape(-1, thetas.shape[2])
         times = state["times"]
-        new = hit.any(dim=0) & (times < 0)
-        times[new] = (k + 1 + r0 + first)[new]
+        for j, target in enumerate(self.targets):
+            hit = target(flat).reshape(L, n) & (rows >= r0) & (times[j] < 0)
+            if j > 0:  # only at or after the previous passage
+                prev = times[j - 1]
+                hit &= (prev >= 0) & (rows >= (prev - k - 1).clamp(min=0))
+            first = torch.argmax(hit.to(torch.uint8), dim=0)  # the first True (0 where none)
+            new = hit.any(dim=0)
+            times[j][new] = (k + 1 + first)[new]
 
     def finish(self, states):
-        times = np.concatenate([s["times"].cpu().numpy() for s in states])
+        times = np.concatenate([s["times"].cpu().numpy() for s in states], axis=1)
         return FirstPassageResult(times, times >= 0, states[0]["last"])
+
+
+class FirstPassage(Passages):
+    """First-passage step into a target set ``target(theta) -> bool (n,)``, from step ``start``."""
+
+    name = "first_passage"
+
+    def __init__(self, target, start: int = 0, name: str | None = None):
+        super().__init__([target], start, name)
+        self.target = target
+
+    def finish(self, states):
+        out = super().finish(states)
+        return FirstPassageResult(out.times[0], out.hit[0], out.horizon)
 
 
 @dataclass
