@@ -429,3 +429,19 @@ def test_relative_line_coef_fits_each_row_as_the_replicated_fit():
     for r, a, b in zip(rows, c0, c1):
         fit = replicated_line_fit(n, r)
         assert math.isclose(a, fit.intercept, rel_tol=1e-9) and math.isclose(b, fit.slope, rel_tol=1e-9)
+
+
+def test_every_claim_states_the_effect_it_detects_with_95_percent_power():
+    from memdyn.claims import Z_POWER
+
+    rng = np.random.default_rng(7)
+    c = claim("x", "at least", 1.0, 1.0, 0.1, predicted_se=0.05, systematic=0.02, systematic_source="s",
+              side="at_least")
+    assert c.detectable == pytest.approx(c.tolerance + Z_POWER * math.hypot(0.1, 0.05))
+    # a true value that far below the bound fails the claim 95 % of the time
+    draws = 1.0 - c.detectable + math.hypot(0.1, 0.05) * rng.standard_normal(20_000)
+    fails = np.mean([not claim("x", "y", 1.0, m, 0.1, predicted_se=0.05, systematic=0.02, systematic_source="s",
+                               side="at_least").holds for m in draws[:4000]])
+    assert abs(fails - 0.95) < 4 * math.sqrt(0.95 * 0.05 / 4000)
+    assert claim("d", "deterministic", 0.0, 0.01, accuracy=0.02, accuracy_source="doc").detectable == pytest.approx(0.02)
+    assert "detectable" in c.to_dict()

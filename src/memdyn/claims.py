@@ -19,6 +19,9 @@ Then ``tolerance = Z_TOL * sqrt(se^2 + predicted_se^2) + |systematic| + accuracy
 
 Z_TOL = 4 makes the chance that a true statistical claim is reported as failing 6e-5 per claim
 (about 1e-3 for a suite of a dozen claims), so a failure means a real discrepancy, not bad luck.
+The price is power: every claim states its minimum detectable effect, ``detectable = tolerance +
+Z_POWER sqrt(se^2 + predicted_se^2)``, the smallest true difference from the prediction (for a
+one-sided claim, beyond its bound in the excluded direction) that fails it with 95 % probability.
 
 A claim is *statistical* when it carries a standard error; its standardised residual
 ``z = (measured - predicted) / sqrt(se^2 + predicted_se^2)`` should be N(0, 1) over seeds when the
@@ -85,6 +88,9 @@ class Claim:
     detail: str = ""
     side: str = "both"
     finding: bool = False
+    #: the smallest difference from the prediction (beyond a one-sided bound: in the excluded direction) that
+    #: fails the claim with 95 % power: tolerance + Z_POWER sqrt(se^2 + predicted_se^2)
+    detectable: float = 0.0
 
     @property
     def kind(self) -> str:
@@ -153,4 +159,4 @@ def claim(id: str, name: str, predicted: float, measured: float, se: float = 0.0
         detail = f"{detail}; {fit.misfit}" if detail else fit.misfit
     return Claim(id, name, predicted, measured, float(se), float(predicted_se), float(systematic), systematic_source,
                  float(accuracy), accuracy_source, tol, measured - Z_CI * se, measured + Z_CI * se, bool(holds),
-                 diff / stat if stat > 0 else None, flagged, detail, side, bool(finding))
+                 diff / stat if stat > 0 else None, flagged, detail, side, bool(finding), tol + Z_POWER * stat)

@@ -40,7 +40,7 @@ def _verdict(c: dict) -> str:
 
 def _claims_table(claims: list) -> str:
     rows = ["<table><tr><th class='name'>claim</th><th>predicted</th><th>measured</th><th>95% CI</th><th>z</th>"
-            "<th>systematic</th><th>accuracy</th><th>tolerance</th><th>verdict</th></tr>"]
+            "<th>systematic</th><th>accuracy</th><th>tolerance</th><th>detects</th><th>verdict</th></tr>"]
     for c in claims:
         ok = _verdict(c)
         if c.get("flagged"):
@@ -53,7 +53,7 @@ def _claims_table(claims: list) -> str:
                     f"<td>[{_num(c['ci_low'])}, {_num(c['ci_high'])}]</td><td>{z}</td>"
                     f"<td>{_num(c.get('systematic', 0.0)) if c.get('systematic') else ''}</td>"
                     f"<td>{_num(c.get('accuracy', 0.0)) if c.get('accuracy') else ''}</td><td>{_num(c['tolerance'])}</td>"
-                    f"<td>{ok}</td></tr>")
+                    f"<td>{_num(c['detectable']) if 'detectable' in c else ''}</td><td>{ok}</td></tr>")
     rows.append("</table>")
     return "".join(rows)
 
@@ -139,7 +139,9 @@ def write_report(run_dir) -> Path:
                  "confidence interval, and a tolerance derived from the error budget (4 standard errors of measured - "
                  "predicted, plus a computed systematic bias, its source in the row's tooltip, plus the documented "
                  "accuracy of a deterministic solver). A claim holds when |measured - predicted| &le; tolerance; a "
-                 "predicted value marked &ge; or &le; is a one-sided bound; z = (measured - predicted) / se; "
+                 "predicted value marked &ge; or &le; is a one-sided bound; z = (measured - predicted) / se; 'detects' is the "
+                 "smallest true difference from the prediction (beyond a one-sided bound) that fails the claim with 95% "
+                 "power, the tolerance plus 1.645 se; "
                  "<span class='bad'>misfit</span> marks a claim resting on a line fit inconsistent with a line "
                  "(chi^2 p &lt; 0.001; its errors are inflated by the Birge ratio).</p>")
     by_exp: dict[str, list] = {}
