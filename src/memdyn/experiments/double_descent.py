@@ -19,29 +19,36 @@ grows (c = y) gives a plateau and one drop, never a rise: the left minimum moves
 c grows.
 
 The noise-free slow path crosses the folds at k_j = ln(Delta / u_j) / (-ln(1 - a eps)) ~ 1/(a eps),
-u_j the roots of kappa u (Delta - u) = c_end -/+ c_f (Delta = y_t - y_0): both jumps, and the peak
+u_j the roots of kappa u (Delta - u) = c_end + c_f and c_end - c_f (Delta = y_t - y_0): both jumps, and the peak
 between them, scale as 1/eps. The noise-free chain jumps a little later (a dynamic fold's delay);
 gradient noise makes both jumps earlier, once the shrinking barrier no longer holds the chain.
 
-A chain's first jump is its first step at or left of -1/sqrt(3) (the left fold point: beyond it only
-M's basin is left at the first fold); its return, the first step after that at or right of
-1/sqrt(3).
+A chain's first jump is its first step at or left of -1/sqrt(3) (a threshold deep in M's basin; G
+vanished at +1/sqrt(3)); its return, the first step after that at or right of 1/sqrt(3) (where M
+vanishes at the second fold).
 
-Claims (every one two-sided: the exact chain says equal):
+Claims, fixed before the first run:
 
-* per eps: the mean step of the jump to M (the peak's onset) and of the return to G (the second
+* per eps (two-sided: the exact chain says equal): the mean step of the jump to M (the peak's onset) and of the return to G (the second
   descent), each against the exact discrete chain (the chain's law propagated step by step along the
   slow path with one sub-law per passage made, :func:`memdyn.reference.driven_chain_1d`,
   extrapolated to zero cell width);
-* the peak's height: the mean test error halfway between the two mean jump steps, and the test
-  error at the end of the run, against the exact chain (middle eps);
+* the shape, measured at the middle eps (one-sided): the mean test error rises from its minimum
+  after the first descent to the peak, and falls from the peak to the end of the run (the
+  difference's error bounded by the sum of the two errors: the same chains at two steps);
+* the peak's height (the mean test error at the step where the exact chain's is highest) and the
+  test error at the end of the run, against the exact chain (two-sided, middle eps);
 * the slope of ln(return step) against ln(1/eps), against the exact chain's slope on the same grid
-  (the measured-to-exact ratio is fitted, so the curvature both share does not enter its error);
-* the 1/eps law, noise-free: each jump step in slow time, -ln(1 - a eps) k, extrapolated to
-  eps -> 0 (cubic in eps^(1/3); the dynamic fold's delay is the eps^(2/3) term), against the slow
-  path's fold crossing ln(Delta / u_j);
-* early jumps at the middle eps: the noise-free chain's jump step minus the mean jump step, for both
-  jumps, at sigma and at sigma * noise_ratio, against the exact chain.
+  (the measured-to-exact ratio is fitted, so the curvature both share does not enter its error;
+  it rests on the same chains as the per-eps return claims);
+* the 1/eps law, noise-free: each jump step in slow time, -ln(1 - a eps) k (the crossing
+  interpolated within its step), extrapolated to eps -> 0 (cubic in eps^(1/3); the dynamic fold's
+  delay is the eps^(2/3) term), against the slow path's fold crossing ln(Delta / u_j);
+* early jumps at the middle eps: noise makes each jump early (one-sided: the mean step is at most
+  the noise-free chain's), by more at the larger noise (one-sided: the advance at sigma minus that at
+  sigma * noise_ratio, independent chains, is at least 0), and by the amount the exact chain gives at
+  sigma * noise_ratio (two-sided; at sigma the per-eps claims already compare the same chains with
+  the exact chain).
 """
 
 from __future__ import annotations
@@ -75,7 +82,8 @@ NAMES = {"down": "jump to the memorizing well (the peak's onset)", "up": "return
 
 
 class DoubleDescentConfig(ExperimentConfig):
-    step: float = Field(0.05, gt=0, le=0.5, description="step size a")
+    step: float = Field(0.05, ge=0.01, le=0.5, description=(
+        "step size a (>= 0.01: the noise-free 1/eps law iterates about 3.3 / (a 1e-4) steps at its smallest eps)"))
     sigma: float = Field(1.5, gt=0, le=10, description="gradient-noise scale sigma on the fast variable")
     eps: list[float] = Field([0.005, 0.01, 0.02, 0.04], min_length=3, max_length=8, description=(
         "weights eps of the slow loss (>= 3 distinct values in (0, 0.2]): the slow variable moves at rate a eps per step"))
@@ -134,6 +142,11 @@ class DoubleDescent(Experiment):
         if cfg.step * curv > 1.0:
             raise ConfigError(f"invalid value for double-descent.step={cfg.step}: a W''(x_start) = {cfg.step * curv:.3g} "
                               "> 1 (the first steps would overshoot); lower the step or move x_start in")
+        x_m = land.branch(low, "left")
+        if cfg.step * float(land.well.d2f(x_m)) > 1.0:
+            raise ConfigError(f"invalid value for double-descent.step={cfg.step}: a W''(x_M) = "
+                              f"{cfg.step * float(land.well.d2f(x_m)):.3g} > 1 in the memorizing well at the tilt's "
+                              "lowest value (the chain would overshoot there); lower the step or kappa")
         k = self.horizon(cfg, eps[0])
         if k > cfg.max_steps:
             raise ConfigError(f"invalid value for double-descent.max_steps={cfg.max_steps}: the smallest eps needs {k} "
@@ -142,6 +155,16 @@ class DoubleDescent(Experiment):
     def x_test(self, cfg) -> float:
         """x_G: the generalizing (right) minimum at the tilt c_end the slow path ends at."""
         return self.landscape(cfg, 0.01).branch(cfg.c_end, "right")
+
+    def mesh(self, cfg) -> tuple[float, float]:
+        """[lo, hi] of the exact chain: 12 noise widths beyond the memorizing minimum at the tilt's lowest value
+        and beyond the start (and the generalizing minimum), the width sigma sqrt(a / (2 W'')) of the linearised
+        chain in each well (its reflecting ends are then never reached in practice)."""
+        land = self.landscape(cfg, 0.01)
+        low = cfg.c_end - cfg.kappa * (cfg.y_target - cfg.y_start) ** 2 / 4
+        x_m, x_g = land.branch(low, "left"), self.x_test(cfg)
+        width = [cfg.sigma * math.sqrt(cfg.step / (2 * float(land.well.d2f(v)))) for v in (x_m, x_g)]
+        return x_m - 12 * width[0], max(cfg.x_start, x_g + 12 * width[1]) + 0.5
 
     def fold_crossings(self, cfg) -> tuple[float, float]:
         """ln(Delta / u_j): the slow times -ln(1 - a eps) k at which the noise-free slow path crosses the
@@ -155,20 +178,21 @@ class DoubleDescent(Experiment):
         return int(math.ceil(1.25 * self.deterministic(cfg, eps)["up"])) + 200
 
     def deterministic(self, cfg, eps: float) -> dict:
-        """The noise-free recursion: the steps of its jump to M and of its return to G."""
+        """The noise-free recursion: the steps of its jump to M and of its return to G (integers, as
+        the chains count them), and the same crossings interpolated linearly within their step."""
         land = self.landscape(cfg, eps)
         b = 1 / math.sqrt(3)
-        x, k, out = cfg.x_start, 0, {}
+        x, y, k, out = cfg.x_start, cfg.y_start, 0, {}
         limit = int(20 * land.fold_steps(cfg.step)[1]) + 1000
-        ys = land.slow_path(cfg.y_start, cfg.step, np.arange(limit))
         while k < limit:
-            if "down" not in out and x <= -b:
-                out["down"] = k
-            if "down" in out and x >= b:
-                out["up"] = k
+            x_new = x - cfg.step * (float(land.well.df(x)) - float(land.c_of(y)))
+            y, k = y - cfg.step * eps * (y - cfg.y_target), k + 1
+            for jump, level, past in (("down", -b, x_new <= -b), ("up", b, x_new >= b)):
+                if jump not in out and past and (jump == "down" or "down" in out):
+                    out[jump], out[f"{jump}_exact"] = k, k - 1 + (x - level) / (x - x_new)
+            if "up" in out:
                 return out
-            x = x - cfg.step * (float(land.well.df(x)) - float(land.c_of(ys[k])))
-            k += 1
+            x = x_new
         raise ConfigError(f"invalid value for double-descent.eps={eps}: the noise-free chain never returns to the "
                           "generalizing well")
 
@@ -178,13 +202,13 @@ class DoubleDescent(Experiment):
         dets = [self.deterministic(cfg, float(eps)) for eps in grid]
         out = []
         for jump, limit, fold in zip(JUMPS, self.fold_crossings(cfg), ("first", "second")):
-            vals = [-math.log1p(-cfg.step * eps) * d[jump] for eps, d in zip(grid, dets)]
+            vals = [-math.log1p(-cfg.step * eps) * d[f"{jump}_exact"] for eps, d in zip(grid, dets)]
             ext = extrapolate(grid ** (1 / 3), vals, degree=3)
             out.append(claim(f"fold-law@jump={jump}",
                              f"the 1/eps law: noise-free {NAMES[jump]} in slow time, extrapolated to eps -> 0, vs the "
                              f"slow path's {fold} fold crossing", limit, ext.value, systematic=ext.bias,
                              systematic_source="change from the extrapolation of one degree less (residual bias)",
-                             detail=(f"-ln(1 - a eps) * step at eps = {grid[0]:g} .. {grid[-1]:g}, a cubic in "
+                             detail=(f"-ln(1 - a eps) * step (interpolated within it) at eps = {grid[0]:g} .. {grid[-1]:g}, a cubic in "
                                      f"eps^(1/3) (the dynamic fold's delay adds {ext.coef[2]:.3g} eps^(2/3)); so the "
                                      f"jump comes {limit:.4f} / (a eps) steps after the start as eps -> 0")))
         return out
@@ -194,7 +218,7 @@ class DoubleDescent(Experiment):
         mid = eps_grid[len(eps_grid) // 2]
         b = 1 / math.sqrt(3)
         x_test = self.x_test(cfg)
-        lo, hi = -2.6, cfg.x_start + 1.0  # the chain practically never goes beyond
+        lo, hi = self.mesh(cfg)
 
         def measure(eps, sigma, tag):
             land, K = self.landscape(cfg, eps), self.horizon(cfg, eps)
@@ -275,7 +299,7 @@ class DoubleDescent(Experiment):
                                     "when eps is small")))
         claims += self.law_claims(cfg)
 
-        # early jumps: the advance over the noise-free jump steps at sigma and at a smaller noise
+        # early jumps: the advance over the noise-free jump steps at sigma (the main chains) and at a smaller noise
         det = self.deterministic(cfg, mid)
         adv = []
         for sigma, tag in ((cfg.sigma, "main"), (cfg.sigma * cfg.noise_ratio, "quiet")):
@@ -285,29 +309,56 @@ class DoubleDescent(Experiment):
                 a_m, a_se = mean_se(det[jump] - m[jump])
                 row.update({f"{jump}_advance": a_m, f"{jump}_advance_se": a_se,
                             f"{jump}_advance_exact": det[jump] - e[jump]})
-                claims.append(claim(f"early-jump@jump={jump},sigma={sigma:.3g}",
-                                    f"early {NAMES[jump].split(' (')[0]}: noise-free step minus mean step, sigma = "
-                                    f"{sigma:.3g}, eps = {mid:g}", det[jump] - e[jump], a_m, a_se,
-                                    systematic=e[f"{jump}_bias"], systematic_source=MESH_SRC,
-                                    detail=f"the noise-free chain jumps at step {det[jump]}; a sigma^2 = "
-                                           f"{cfg.step * sigma**2:.3g}"))
+                what = NAMES[jump].split(" (")[0]
+                if tag == "main":  # the main chains' comparison with the exact chain is the per-eps claim
+                    claims.append(claim(f"early@jump={jump}", f"noise makes the {what} early: mean step at most the "
+                                        f"noise-free chain's, sigma = {sigma:.3g}, eps = {mid:g}", det[jump],
+                                        float(m[jump].mean()), a_se, side="at_most",
+                                        detail=f"the noise-free chain jumps at step {det[jump]}; a sigma^2 = "
+                                               f"{cfg.step * sigma**2:.3g}"))
+                else:
+                    claims.append(claim(f"early-jump@jump={jump},sigma={sigma:.3g}",
+                                        f"early {what}: noise-free step minus mean step, sigma = {sigma:.3g}, eps = "
+                                        f"{mid:g}", det[jump] - e[jump], a_m, a_se, systematic=e[f"{jump}_bias"],
+                                        systematic_source=MESH_SRC,
+                                        detail=f"the noise-free chain jumps at step {det[jump]}; a sigma^2 = "
+                                               f"{cfg.step * sigma**2:.3g}"))
             adv.append(row)
+        for jump in JUMPS:
+            loud, quiet = adv
+            claims.append(claim(f"more-noise-earlier@jump={jump}",
+                                f"more noise, earlier {NAMES[jump].split(' (')[0]}: advance at sigma = {loud['sigma']:.3g} "
+                                f"minus advance at sigma = {quiet['sigma']:.3g}, eps = {mid:g}", 0.0,
+                                loud[f"{jump}_advance"] - quiet[f"{jump}_advance"],
+                                math.hypot(loud[f"{jump}_advance_se"], quiet[f"{jump}_advance_se"]), side="at_least",
+                                detail=(f"independent chains; the exact chain gives "
+                                        f"{loud[f'{jump}_advance_exact'] - quiet[f'{jump}_advance_exact']:.4g}")))
 
-        # the peak's height (halfway between the exact mean jump steps) and the test error at the end, middle eps
+        # the shape (falls, rises, falls) and the peak's height, at the middle eps
         m, e = runs[mid]
-        k_peak = (e["down"] + e["up"]) / 2
-        i_peak = int(np.argmin(np.abs(m["steps"] - k_peak)))
-        for label, i in (("peak", i_peak), ("end", len(m["steps"]) - 1)):
-            v, v_se = float(m["error_mean"][i]), float(m["error_se"][i])
+        i_peak = int(np.argmax(e["error"]))  # where the exact chain's mean test error is highest (not from the data)
+        i_low = int(np.argmin(e["error"][:i_peak]))  # its minimum after the first descent
+        i_end = len(m["steps"]) - 1
+        err, err_se = m["error_mean"], m["error_se"]
+        for cid, what, i_lo in (("rise", "rises to the peak from its minimum after the first descent", i_low),
+                                ("second-descent", "falls again from the peak to the end of the run", i_end)):
+            claims.append(claim(f"shape@{cid}", f"the test error {what}: at step {int(m['steps'][i_peak])} minus at step "
+                                f"{int(m['steps'][i_lo])}, eps = {mid:g}", 0.0, float(err[i_peak] - err[i_lo]),
+                                float(err_se[i_peak] + err_se[i_lo]), side="at_least",
+                                detail=("the same chains at both steps: the error of the difference is bounded by the "
+                                        "sum of the two errors; the steps come from the exact chain's curve (its "
+                                        "maximum, its minimum before it, the end of the run), not from the data")))
+        for label, i in (("peak", i_peak), ("end", i_end)):
             claims.append(claim(f"test-error@at={label}",
                                 f"test error at step {int(m['steps'][i])} ("
-                                + ("the peak: halfway between the mean jump steps" if label == "peak" else
-                                   "end of the run, after the second descent") + f"), eps = {mid:g}", e["error"][i], v,
-                                v_se, systematic=float(e["error_bias"][i]), systematic_source=MESH_SRC,
+                                + ("the peak: where the exact chain's is highest" if label == "peak" else
+                                   "end of the run, after the second descent") + f"), eps = {mid:g}", e["error"][i],
+                                float(err[i]), float(err_se[i]), systematic=float(e["error_bias"][i]),
+                                systematic_source=MESH_SRC,
                                 detail=f"E_test = (x - x_G)^2, x_G = {x_test:.4g}; starts at "
                                        f"{(cfg.x_start - x_test) ** 2:.4g}"))
 
-        curves = pd.DataFrame([{"eps": eps, "step": int(k), "slow_time": cfg.step * eps * k,
+        curves = pd.DataFrame([{"eps": eps, "step": int(k), "slow_time": -math.log1p(-cfg.step * eps) * k,
                                 "test_error": float(runs[eps][0]["error_mean"][i]),
                                 "test_error_exact": float(runs[eps][1]["error"][i])}
                                for eps in eps_grid for i, k in enumerate(runs[eps][0]["steps"])])
