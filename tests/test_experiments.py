@@ -13,7 +13,8 @@ from memdyn.runner import run_suite
 
 
 # longest first, so that parallel workers (pytest -n) do not wait on it at the end
-@pytest.mark.parametrize("name", ["memorization", "quasipotential", "exit-times", "noise-mitigation", "double-descent", "gibbs",
+@pytest.mark.parametrize("name", ["memorization", "quasipotential", "exit-times", "noise-mitigation", "hysteresis",
+                                  "double-descent", "gibbs",
                                   "collapse", "degeneration", "noise-geometry", "three-wells", "refit",
                                   "diffusion-calibration"])
 def test_quick_experiment_claims_hold(tmp_path, name):

@@ -745,7 +745,8 @@ def driven_chain_1d(landscape, sigma: float, step: float, y0: float, n_steps: in
         The mesh; choose them where the chain practically never goes.
     boundaries : sequence of float
         Passage levels in (lo, hi), taken in sequence (at most 4, of at most 2 distinct values, so
-        that each is a cell edge); without ``directions``, one or two increasing levels above start.
+        that each is a cell edge); without ``directions``, one or two increasing levels above start;
+        none when only the observable is wanted.
     directions : sequence of {"up", "down"}, optional
         The direction of each passage (default: all "up"). The start must lie short of the first.
     observe : callable, optional
@@ -764,10 +765,13 @@ def driven_chain_1d(landscape, sigma: float, step: float, y0: float, n_steps: in
     if directions is not None and (len(directions) != len(b) or any(d not in ("up", "down") for d in directions)):
         raise ValueError(f"directions must hold 'up' or 'down' for each boundary, got {directions!r}")
     levels = sorted(set(b))
-    if not 1 <= len(b) <= 4 or len(levels) > 2 or (directions is None and (len(b) > 2 or b != sorted(b))):
+    if not b and observe is None:
+        raise ValueError("need boundaries or an observable (observe=g)")
+    if len(b) > 4 or len(levels) > 2 or (directions is None and (len(b) > 2 or b != sorted(b))):
         raise ValueError(f"boundaries must hold one or two increasing levels, or with directions up to 4 passages at "
                          f"two levels at most, got {boundaries!r}")
-    if not (lo < min(start, levels[0]) and max(start, levels[-1]) < hi) or not (start < b[0] if up[0] else start > b[0]):
+    if not (lo < min([start, *levels]) and max([start, *levels]) < hi) or (b and not (start < b[0] if up[0] else
+                                                                                  start > b[0])):
         raise ValueError(f"need lo < start, boundaries < hi and the start short of the first passage, got lo={lo}, "
                          f"start={start}, boundaries={b}, directions={directions}, hi={hi}")
     if not (step > 0 and sigma > 0 and n_steps >= 1):
@@ -789,18 +793,19 @@ def driven_chain_1d(landscape, sigma: float, step: float, y0: float, n_steps: in
         h = s / c
         if len(levels) == 2:  # both levels on cell edges
             h = (levels[1] - levels[0]) / math.ceil((levels[1] - levels[0]) / h)
-        edges = levels[0] + h * np.arange(-math.ceil((levels[0] - lo) / h), math.ceil((hi - levels[0]) / h) + 1)
+        anchor = levels[0] if levels else lo  # a level sits on a cell edge
+        edges = anchor + h * np.arange(-math.ceil((anchor - lo) / h), math.ceil((hi - anchor) / h) + 1)
         x = 0.5 * (edges[1:] + edges[:-1])
         n = x.size
         k_win = int(math.ceil(width * s / h)) + 1
         X = torch.as_tensor(x[:, None])
-        beyond = np.stack([x >= v if u else x <= v for v, u in zip(b, up)])
+        beyond = np.array([x >= v if u else x <= v for v, u in zip(b, up)]).reshape(len(b), n)
         p = np.zeros(n)
         j = int(np.clip(np.searchsorted(x, start) - 1, 0, n - 2))
         t = (start - x[j]) / h
         p[j], p[j + 1] = 1 - t, t
         vecs = np.zeros((len(b) + 1, n))  # the free law, then the sub-law of each stage (passages made so far)
-        vecs[0] = vecs[1] = p
+        vecs[:2] = p  # the free law and stage 0
 
         def advance_stages(v):
             for i in range(len(b)):  # in order, so that one step can complete several passages

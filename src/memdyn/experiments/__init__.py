@@ -10,6 +10,7 @@ from .diffusion_temperature import DiffusionTemperature
 from .double_descent import DoubleDescent
 from .exit_times import ExitTimes
 from .gibbs import Gibbs
+from .hysteresis import Hysteresis
 from .memorization import Memorization
 from .noise_geometry import NoiseGeometry
 from .noise_mitigation import NoiseMitigation
@@ -22,7 +23,7 @@ from .timescales import Timescales
 #: every registered experiment, in the order of the default suite
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (Timescales(), Gibbs(), NoiseGeometry(), ThreeWells(), ExitTimes(),
                                                   Quasipotential(),
-                                                  Collapse(), Degeneration(), Refit(), Memorization(),
+                                                  Collapse(), Degeneration(), Refit(), Memorization(), Hysteresis(),
                                                   NoiseMitigation(), DoubleDescent(), DiffusionCalibration(),
                                                   DiffusionEpisodes(), DiffusionTemperature(), DiffusionTauMem(), SelfConsuming())}
 

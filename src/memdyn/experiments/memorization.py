@@ -395,7 +395,8 @@ def _sweeps(cfg, ctx: Context, S: np.ndarray):
     t = ctx.cell(f"trap_eps={eps_t:.6g}", trap_cell)
     measured = float(t["survived"]) / cfg.sweep_chains
     claims.append(claim("trapping",
-                        f"trapped: probes still on their training point when c crosses c* (fast sweep, eps={eps_t:.3g})",
+                        f"trapped under a quench: probes still on their training point when c crosses c* (a sweep "
+                        f"faster than the exits, eps={eps_t:.3g})",
                         pred, measured, math.sqrt(pred * (1 - pred) / cfg.sweep_chains),
                         systematic=pred_bias,
                         systematic_source=("interpolation of the transfer operator in c (5 vs 9 grid values) plus the "
