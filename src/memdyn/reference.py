@@ -710,7 +710,7 @@ class DrivenChain:
 
 def driven_chain_1d(landscape, sigma: float, step: float, y0: float, n_steps: int, start: float, lo: float, hi: float,
                     boundaries, *, directions=None, observe=None, at=(), cells_per_kick=CELLS_PER_KICK_2D,
-                    width: float = 6.0) -> DrivenChain:
+                    width: float = 6.0, edge: float | None = None) -> DrivenChain:
     """Exact law of 1-D constant-step SGD whose landscape is moved by a noise-free slow variable.
 
     The chain is x_{k+1} = x_k - a (d/dx F(x_k, y_k) + sigma z_k) with y_k the slow recursion of
@@ -753,6 +753,9 @@ def driven_chain_1d(landscape, sigma: float, step: float, y0: float, n_steps: in
         g(x) for an array of positions; its mean along the path is returned.
     at : sequence of int
         Steps at which E[g(x_k)] is extrapolated.
+    edge : float, optional
+        Without boundaries, a point put on a cell edge (where the observable jumps, as an indicator
+        does: then its mesh error is even in the cell width too). Default lo.
 
     Returns
     -------
@@ -793,7 +796,7 @@ def driven_chain_1d(landscape, sigma: float, step: float, y0: float, n_steps: in
         h = s / c
         if len(levels) == 2:  # both levels on cell edges
             h = (levels[1] - levels[0]) / math.ceil((levels[1] - levels[0]) / h)
-        anchor = levels[0] if levels else lo  # a level sits on a cell edge
+        anchor = levels[0] if levels else lo if edge is None else edge  # a level (or edge) sits on a cell edge
         edges = anchor + h * np.arange(-math.ceil((anchor - lo) / h), math.ceil((hi - anchor) / h) + 1)
         x = 0.5 * (edges[1:] + edges[:-1])
         n = x.size

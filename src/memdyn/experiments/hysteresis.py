@@ -128,8 +128,8 @@ class Hysteresis(Experiment):
 
             def exact_cell(land=land, K=K, rec=rec):
                 lo = -1.5 - 10 * cfg.sigma * math.sqrt(cfg.step / 4)  # 10 noise widths beyond the wells (W'' ~ 2)
-                r = driven_chain_1d(land, cfg.sigma, cfg.step, 0.0, K, cfg.x_start, lo, -lo, [],
-                                    observe=lambda x: (x < 0).astype(np.float64), at=rec)
+                r = driven_chain_1d(land, cfg.sigma, cfg.step, 0.0, K, cfg.x_start, lo, -lo, [], edge=0.0,
+                                    observe=lambda x: (x < 0).astype(np.float64), at=rec)  # x = 0 on a cell edge
                 return {"P": np.array([o.value for o in r.observed]), "bias": np.array([o.bias for o in r.observed])}
 
             e = ctx.cell(f"exact_eps={eps:.6g}", exact_cell)
